@@ -1,0 +1,383 @@
+//! The user profile that `POST /users` of the enricher validates and enriches.
+//!
+//! The profile is answered - and sent upstream - with the client's own field names:
+//! a postal code stays under `zip_code` or `postalCode`, whichever the client used.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use garde::Validate;
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+
+use crate::json::{self, ParseError};
+use crate::user::is_email;
+
+/// A validated, normalised profile (trimmed text, lower-cased e-mail, UTC time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    #[serde(rename = "userId")]
+    user_id: String,
+    username: String,
+    email: String,
+    age: Option<u8>,
+    address: Option<Address>,
+    #[serde(rename = "signupTs", serialize_with = "rfc3339_utc")]
+    signup_ts: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    street: String,
+    city: String,
+    state: Option<String>,
+    postal_code: Option<PostalCode>,
+}
+
+/// A postal code and the key the client sent it under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostalCode {
+    value: String,
+    key: &'static str,
+}
+
+impl Profile {
+    /// Parses and validates a JSON body; every failing field is reported by path.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ParseError> {
+        let mut dto: ProfileDto = json::decode(bytes)?;
+        dto.normalise();
+        dto.validate()
+            .map_err(|report| json::from_report(report, json_name))?;
+        Ok(dto.into_profile())
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    pub fn age(&self) -> Option<u8> {
+        self.age
+    }
+
+    pub fn address(&self) -> Option<&Address> {
+        self.address.as_ref()
+    }
+
+    pub fn postal_code(&self) -> Option<&str> {
+        self.address
+            .as_ref()
+            .and_then(|a| a.postal_code.as_ref())
+            .map(|p| p.value.as_str())
+    }
+}
+
+impl Address {
+    pub fn state(&self) -> Option<&str> {
+        self.state.as_deref()
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("street", &self.street)?;
+        map.serialize_entry("city", &self.city)?;
+        map.serialize_entry("state", &self.state)?;
+        match &self.postal_code {
+            Some(code) => map.serialize_entry(code.key, &code.value)?,
+            None => map.serialize_entry("zip_code", &None::<String>)?,
+        }
+        map.end()
+    }
+}
+
+fn rfc3339_utc<S: Serializer>(ts: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match ts {
+        Some(ts) => s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Deserialize, Validate)]
+struct ProfileDto {
+    #[serde(rename = "userId")]
+    #[garde(length(chars, min = 1, max = 64), custom(json::no_nul))]
+    user_id: String,
+    #[garde(length(chars, min = 3, max = 32), pattern(r"^[A-Za-z0-9_.-]*$"))]
+    username: String,
+    #[garde(custom(|v: &str, _: &()| is_email(v)))]
+    email: String,
+    #[serde(default)]
+    #[garde(range(min = 1, max = 129))]
+    age: Option<i64>,
+    #[serde(default, deserialize_with = "json::optional_object")]
+    #[garde(dive)]
+    address: Option<AddressDto>,
+    #[serde(default, rename = "signupTs")]
+    #[garde(inner(custom(rfc3339)))]
+    signup_ts: Option<String>,
+}
+
+#[derive(Deserialize, Validate)]
+struct AddressDto {
+    #[garde(length(chars, min = 1, max = 200), custom(json::no_nul))]
+    street: String,
+    #[garde(length(chars, min = 1, max = 200), custom(json::no_nul))]
+    city: String,
+    #[serde(default)]
+    #[garde(length(chars, max = 100), inner(custom(json::no_nul)))]
+    state: Option<String>,
+    #[serde(default)]
+    #[garde(inner(custom(valid_postal_code)))]
+    zip_code: Option<String>,
+    #[serde(default, rename = "postalCode")]
+    #[garde(inner(custom(valid_postal_code)), custom(not_both(&self.zip_code)))]
+    postal_code: Option<String>,
+}
+
+impl ProfileDto {
+    fn normalise(&mut self) {
+        trim(&mut self.user_id);
+        trim(&mut self.username);
+        trim(&mut self.email);
+        self.email = self.email.to_lowercase();
+        if let Some(ts) = &mut self.signup_ts {
+            trim(ts);
+        }
+        if let Some(address) = &mut self.address {
+            trim(&mut address.street);
+            trim(&mut address.city);
+            for value in [&mut address.state, &mut address.zip_code, &mut address.postal_code]
+                .into_iter()
+                .flatten()
+            {
+                trim(value);
+            }
+            if address.state.as_deref() == Some("") {
+                address.state = None;
+            }
+        }
+    }
+
+    /// Called after validation, so every value is known to be valid.
+    fn into_profile(self) -> Profile {
+        let address = self.address.map(|a| Address {
+            street: a.street,
+            city: a.city,
+            state: a.state,
+            postal_code: match (a.zip_code, a.postal_code) {
+                (Some(value), _) => Some(PostalCode { value, key: "zip_code" }),
+                (None, Some(value)) => Some(PostalCode { value, key: "postalCode" }),
+                (None, None) => None,
+            },
+        });
+        Profile {
+            user_id: self.user_id,
+            username: self.username,
+            email: self.email,
+            age: self.age.and_then(|age| u8::try_from(age).ok()),
+            address,
+            signup_ts: self
+                .signup_ts
+                .and_then(|ts| DateTime::parse_from_rfc3339(&ts).ok())
+                .map(|ts| ts.with_timezone(&Utc)),
+        }
+    }
+}
+
+/// The JSON key of a Rust field name, for error paths.
+fn json_name(field: &str) -> &str {
+    match field {
+        "user_id" => "userId",
+        "signup_ts" => "signupTs",
+        "postal_code" => "postalCode",
+        other => other,
+    }
+}
+
+fn trim(value: &mut String) {
+    let trimmed = value.trim();
+    if trimmed.len() != value.len() {
+        *value = trimmed.to_owned();
+    }
+}
+
+fn rfc3339(value: &str, _: &()) -> garde::Result {
+    DateTime::parse_from_rfc3339(value)
+        .map(|_| ())
+        .map_err(|_| garde::Error::new("must be an RFC 3339 timestamp"))
+}
+
+fn valid_postal_code(value: &str, _: &()) -> garde::Result {
+    let length = value.chars().count();
+    let allowed = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-');
+    if !(1..=20).contains(&length) || !allowed {
+        return Err(garde::Error::new(
+            "must be 1-20 characters of letters, digits, space and -",
+        ));
+    }
+    Ok(())
+}
+
+fn not_both(zip_code: &Option<String>) -> impl FnOnce(&Option<String>, &()) -> garde::Result + '_ {
+    move |postal_code, _| match (zip_code, postal_code) {
+        (Some(_), Some(_)) => Err(garde::Error::new(
+            "must not be given together with zip_code",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    const README_EXAMPLE: &str = r#"{"userId":"12345","username":"testuser","email":"testuser@example.com","age":30,
+        "address":{"street":"123 Main St","city":"Anytown","state":"CA","zip_code":"12345"},
+        "signupTs":"2023-01-01T12:00:00Z"}"#;
+
+    fn example() -> Value {
+        serde_json::from_str(README_EXAMPLE).unwrap()
+    }
+
+    fn with(path: &[&str], value: Value) -> Vec<u8> {
+        let mut doc = example();
+        let mut target = &mut doc;
+        for key in &path[..path.len() - 1] {
+            target = &mut target[*key];
+        }
+        target[path[path.len() - 1]] = value;
+        serde_json::to_vec(&doc).unwrap()
+    }
+
+    fn without(path: &[&str]) -> Vec<u8> {
+        let mut doc = example();
+        let mut target = &mut doc;
+        for key in &path[..path.len() - 1] {
+            target = &mut target[*key];
+        }
+        target.as_object_mut().unwrap().remove(path[path.len() - 1]);
+        serde_json::to_vec(&doc).unwrap()
+    }
+
+    fn fields(bytes: &[u8]) -> Vec<String> {
+        match Profile::from_json(bytes) {
+            Err(ParseError::Invalid(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            Err(ParseError::Shape(error)) => vec![error.field],
+            other => panic!("expected errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_readme_example_is_answered_as_sent() {
+        let profile = Profile::from_json(README_EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(serde_json::to_value(&profile).unwrap(), example());
+    }
+
+    #[test]
+    fn postal_code_alias_is_kept_under_the_clients_key() {
+        let mut doc = example();
+        let address = doc["address"].as_object_mut().unwrap();
+        address.remove("zip_code");
+        address.insert("postalCode".into(), json!("SW1A 1AA"));
+        let profile = Profile::from_json(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(profile.postal_code(), Some("SW1A 1AA"));
+        assert_eq!(serde_json::to_value(&profile).unwrap()["address"]["postalCode"], "SW1A 1AA");
+        assert!(fields(&with(&["address", "postalCode"], json!("!!"))).contains(&"address.postalCode".to_owned()));
+    }
+
+    #[test]
+    fn optional_parts_may_be_absent() {
+        let body = br#"{"userId":"u","username":"abc","email":"A@B.co"}"#;
+        let profile = Profile::from_json(body).unwrap();
+        assert_eq!(profile.age(), None);
+        assert_eq!(profile.postal_code(), None);
+        assert_eq!(serde_json::to_value(&profile).unwrap()["email"], "a@b.co");
+        assert!(Profile::from_json(&without(&["address", "zip_code"])).is_ok());
+        assert!(Profile::from_json(&without(&["address", "state"])).is_ok());
+    }
+
+    #[test]
+    fn user_id_has_1_to_64_characters() {
+        assert!(Profile::from_json(&with(&["userId"], json!("x".repeat(64)))).is_ok());
+        assert_eq!(fields(&with(&["userId"], json!("x".repeat(65)))), ["userId"]);
+        assert_eq!(fields(&with(&["userId"], json!(""))), ["userId"]);
+        assert_eq!(fields(&without(&["userId"])), ["userId"]);
+    }
+
+    #[test]
+    fn username_has_3_to_32_allowed_characters() {
+        for ok in ["abc", "a.b-c_9", &"u".repeat(32)] {
+            assert!(Profile::from_json(&with(&["username"], json!(ok))).is_ok(), "{ok}");
+        }
+        for bad in ["ab", "has space", "émile", &"u".repeat(33)] {
+            assert_eq!(fields(&with(&["username"], json!(bad))), ["username"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn email_is_trimmed_lower_cased_and_checked() {
+        let profile = Profile::from_json(&with(&["email"], json!("  TestUser@Example.COM "))).unwrap();
+        assert_eq!(serde_json::to_value(&profile).unwrap()["email"], "testuser@example.com");
+        assert_eq!(fields(&with(&["email"], json!("not-an-email"))), ["email"]);
+    }
+
+    #[test]
+    fn age_is_between_1_and_129() {
+        for ok in [1, 129] {
+            assert!(Profile::from_json(&with(&["age"], json!(ok))).is_ok());
+        }
+        for bad in [0, 130, -5] {
+            assert_eq!(fields(&with(&["age"], json!(bad))), ["age"]);
+        }
+        assert!(Profile::from_json(&with(&["age"], Value::Null)).is_ok());
+        assert_eq!(fields(&with(&["age"], json!("thirty"))), ["age"]);
+    }
+
+    #[test]
+    fn street_and_city_must_not_be_empty() {
+        assert_eq!(
+            fields(&with(&["address"], json!({"street": " ", "city": ""}))),
+            ["address.city", "address.street"]
+        );
+    }
+
+    #[test]
+    fn postal_code_has_1_to_20_letters_digits_spaces_or_dashes() {
+        for ok in ["1", "12345-6789", "SW1A 1AA", &"9".repeat(20)] {
+            assert!(Profile::from_json(&with(&["address", "zip_code"], json!(ok))).is_ok(), "{ok}");
+        }
+        for bad in ["", "123_45", &"9".repeat(21)] {
+            assert_eq!(fields(&with(&["address", "zip_code"], json!(bad))), ["address.zip_code"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn signup_ts_must_be_rfc3339_and_is_answered_in_utc() {
+        assert_eq!(fields(&with(&["signupTs"], json!("yesterday"))), ["signupTs"]);
+        let profile = Profile::from_json(&with(&["signupTs"], json!("2023-01-01T14:00:00+02:00"))).unwrap();
+        assert_eq!(serde_json::to_value(&profile).unwrap()["signupTs"], "2023-01-01T12:00:00Z");
+    }
+
+    #[test]
+    fn three_bad_fields_give_three_errors() {
+        let body = json!({"userId": "", "username": "x", "email": "nope"});
+        assert_eq!(
+            fields(&serde_json::to_vec(&body).unwrap()),
+            ["email", "userId", "username"]
+        );
+    }
+
+    #[test]
+    fn an_address_must_be_an_object() {
+        assert_eq!(fields(&with(&["address"], json!(["1 Main St", "Town"]))), ["address"]);
+        assert!(Profile::from_json(&with(&["address"], Value::Null)).is_ok());
+    }
+
+    #[test]
+    fn nul_characters_are_rejected() {
+        assert_eq!(fields(&with(&["userId"], json!("a\u{0}b"))), ["userId"]);
+        assert_eq!(fields(&with(&["address", "street"], json!("a\u{0}b"))), ["address.street"]);
+    }
+}
