@@ -6,10 +6,12 @@
 //! errors are safe to log and to put in a dead-letter header.
 
 mod json;
+pub mod problem;
 pub mod profile;
 pub mod user;
 
 pub use json::{FieldError, MAX_JSON_DEPTH, ParseError};
+pub use problem::{PROBLEM_JSON, Problem};
 pub use profile::Profile;
 pub use user::{
     Change, Email, Folded, Name, PhoneNumber, UserChange, UserFields, fold_changes, parse_user_id,
