@@ -66,8 +66,8 @@ fn describe(errors: &[FieldError]) -> String {
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ParseError> {
     check_depth(bytes)?;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let result = serde_path_to_error::deserialize(&mut deserializer)
-        .map(|Object(value): Object<T>| value);
+    let result =
+        serde_path_to_error::deserialize(&mut deserializer).map(|Object(value): Object<T>| value);
     let value = result.map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
@@ -214,7 +214,10 @@ mod tests {
         let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
         assert!(check_depth(ok.as_bytes()).is_ok());
         let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
-        assert!(matches!(check_depth(deep.as_bytes()), Err(ParseError::Syntax(_))));
+        assert!(matches!(
+            check_depth(deep.as_bytes()),
+            Err(ParseError::Syntax(_))
+        ));
     }
 
     #[test]
@@ -225,9 +228,18 @@ mod tests {
 
     #[test]
     fn malformed_json_is_a_syntax_error() {
-        assert!(matches!(decode::<Probe>(b"{\"age\":"), Err(ParseError::Syntax(_))));
-        assert!(matches!(decode::<Probe>(b"{\"age\":1} x"), Err(ParseError::Syntax(_))));
-        assert!(matches!(decode::<Probe>(b"\xff"), Err(ParseError::Syntax(_))));
+        assert!(matches!(
+            decode::<Probe>(b"{\"age\":"),
+            Err(ParseError::Syntax(_))
+        ));
+        assert!(matches!(
+            decode::<Probe>(b"{\"age\":1} x"),
+            Err(ParseError::Syntax(_))
+        ));
+        assert!(matches!(
+            decode::<Probe>(b"\xff"),
+            Err(ParseError::Syntax(_))
+        ));
     }
 
     #[test]
@@ -251,6 +263,9 @@ mod tests {
     #[test]
     fn an_array_instead_of_an_object_is_a_shape_error() {
         assert!(matches!(decode::<Probe>(b"[1]"), Err(ParseError::Shape(_))));
-        assert!(matches!(decode::<Probe>(b"null"), Err(ParseError::Shape(_))));
+        assert!(matches!(
+            decode::<Probe>(b"null"),
+            Err(ParseError::Shape(_))
+        ));
     }
 }

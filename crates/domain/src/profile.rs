@@ -145,9 +145,13 @@ impl ProfileDto {
         if let Some(address) = &mut self.address {
             trim(&mut address.street);
             trim(&mut address.city);
-            for value in [&mut address.state, &mut address.zip_code, &mut address.postal_code]
-                .into_iter()
-                .flatten()
+            for value in [
+                &mut address.state,
+                &mut address.zip_code,
+                &mut address.postal_code,
+            ]
+            .into_iter()
+            .flatten()
             {
                 trim(value);
             }
@@ -164,8 +168,14 @@ impl ProfileDto {
             city: a.city,
             state: a.state,
             postal_code: match (a.zip_code, a.postal_code) {
-                (Some(value), _) => Some(PostalCode { value, key: "zip_code" }),
-                (None, Some(value)) => Some(PostalCode { value, key: "postalCode" }),
+                (Some(value), _) => Some(PostalCode {
+                    value,
+                    key: "zip_code",
+                }),
+                (None, Some(value)) => Some(PostalCode {
+                    value,
+                    key: "postalCode",
+                }),
                 (None, None) => None,
             },
         });
@@ -283,8 +293,14 @@ mod tests {
         address.insert("postalCode".into(), json!("SW1A 1AA"));
         let profile = Profile::from_json(&serde_json::to_vec(&doc).unwrap()).unwrap();
         assert_eq!(profile.postal_code(), Some("SW1A 1AA"));
-        assert_eq!(serde_json::to_value(&profile).unwrap()["address"]["postalCode"], "SW1A 1AA");
-        assert!(fields(&with(&["address", "postalCode"], json!("!!"))).contains(&"address.postalCode".to_owned()));
+        assert_eq!(
+            serde_json::to_value(&profile).unwrap()["address"]["postalCode"],
+            "SW1A 1AA"
+        );
+        assert!(
+            fields(&with(&["address", "postalCode"], json!("!!")))
+                .contains(&"address.postalCode".to_owned())
+        );
     }
 
     #[test]
@@ -301,7 +317,10 @@ mod tests {
     #[test]
     fn user_id_has_1_to_64_characters() {
         assert!(Profile::from_json(&with(&["userId"], json!("x".repeat(64)))).is_ok());
-        assert_eq!(fields(&with(&["userId"], json!("x".repeat(65)))), ["userId"]);
+        assert_eq!(
+            fields(&with(&["userId"], json!("x".repeat(65)))),
+            ["userId"]
+        );
         assert_eq!(fields(&with(&["userId"], json!(""))), ["userId"]);
         assert_eq!(fields(&without(&["userId"])), ["userId"]);
     }
@@ -309,17 +328,28 @@ mod tests {
     #[test]
     fn username_has_3_to_32_allowed_characters() {
         for ok in ["abc", "a.b-c_9", &"u".repeat(32)] {
-            assert!(Profile::from_json(&with(&["username"], json!(ok))).is_ok(), "{ok}");
+            assert!(
+                Profile::from_json(&with(&["username"], json!(ok))).is_ok(),
+                "{ok}"
+            );
         }
         for bad in ["ab", "has space", "émile", &"u".repeat(33)] {
-            assert_eq!(fields(&with(&["username"], json!(bad))), ["username"], "{bad}");
+            assert_eq!(
+                fields(&with(&["username"], json!(bad))),
+                ["username"],
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn email_is_trimmed_lower_cased_and_checked() {
-        let profile = Profile::from_json(&with(&["email"], json!("  TestUser@Example.COM "))).unwrap();
-        assert_eq!(serde_json::to_value(&profile).unwrap()["email"], "testuser@example.com");
+        let profile =
+            Profile::from_json(&with(&["email"], json!("  TestUser@Example.COM "))).unwrap();
+        assert_eq!(
+            serde_json::to_value(&profile).unwrap()["email"],
+            "testuser@example.com"
+        );
         assert_eq!(fields(&with(&["email"], json!("not-an-email"))), ["email"]);
     }
 
@@ -346,18 +376,32 @@ mod tests {
     #[test]
     fn postal_code_has_1_to_20_letters_digits_spaces_or_dashes() {
         for ok in ["1", "12345-6789", "SW1A 1AA", &"9".repeat(20)] {
-            assert!(Profile::from_json(&with(&["address", "zip_code"], json!(ok))).is_ok(), "{ok}");
+            assert!(
+                Profile::from_json(&with(&["address", "zip_code"], json!(ok))).is_ok(),
+                "{ok}"
+            );
         }
         for bad in ["", "123_45", &"9".repeat(21)] {
-            assert_eq!(fields(&with(&["address", "zip_code"], json!(bad))), ["address.zip_code"], "{bad}");
+            assert_eq!(
+                fields(&with(&["address", "zip_code"], json!(bad))),
+                ["address.zip_code"],
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn signup_ts_must_be_rfc3339_and_is_answered_in_utc() {
-        assert_eq!(fields(&with(&["signupTs"], json!("yesterday"))), ["signupTs"]);
-        let profile = Profile::from_json(&with(&["signupTs"], json!("2023-01-01T14:00:00+02:00"))).unwrap();
-        assert_eq!(serde_json::to_value(&profile).unwrap()["signupTs"], "2023-01-01T12:00:00Z");
+        assert_eq!(
+            fields(&with(&["signupTs"], json!("yesterday"))),
+            ["signupTs"]
+        );
+        let profile =
+            Profile::from_json(&with(&["signupTs"], json!("2023-01-01T14:00:00+02:00"))).unwrap();
+        assert_eq!(
+            serde_json::to_value(&profile).unwrap()["signupTs"],
+            "2023-01-01T12:00:00Z"
+        );
     }
 
     #[test]
@@ -371,13 +415,19 @@ mod tests {
 
     #[test]
     fn an_address_must_be_an_object() {
-        assert_eq!(fields(&with(&["address"], json!(["1 Main St", "Town"]))), ["address"]);
+        assert_eq!(
+            fields(&with(&["address"], json!(["1 Main St", "Town"]))),
+            ["address"]
+        );
         assert!(Profile::from_json(&with(&["address"], Value::Null)).is_ok());
     }
 
     #[test]
     fn nul_characters_are_rejected() {
         assert_eq!(fields(&with(&["userId"], json!("a\u{0}b"))), ["userId"]);
-        assert_eq!(fields(&with(&["address", "street"], json!("a\u{0}b"))), ["address.street"]);
+        assert_eq!(
+            fields(&with(&["address", "street"], json!("a\u{0}b"))),
+            ["address.street"]
+        );
     }
 }

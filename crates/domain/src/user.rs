@@ -340,18 +340,35 @@ mod tests {
         assert!(parse(&format!(r#"{{"first_name":"{ok}","last_name":"{ok}"}}"#)).is_ok());
         let long = "a".repeat(151);
         assert_eq!(
-            invalid_fields(&format!(r#"{{"first_name":"{long}","last_name":"{long}"}}"#)),
+            invalid_fields(&format!(
+                r#"{{"first_name":"{long}","last_name":"{long}"}}"#
+            )),
             ["first_name", "last_name"]
         );
     }
 
     #[test]
     fn emails_are_checked_unless_blank() {
-        for ok in ["john.doe@example.com", "a+b@sub.example.org", "", "  x@y.io  "] {
+        for ok in [
+            "john.doe@example.com",
+            "a+b@sub.example.org",
+            "",
+            "  x@y.io  ",
+        ] {
             assert!(parse(&format!(r#"{{"email":"{ok}"}}"#)).is_ok(), "{ok}");
         }
-        for bad in ["plainaddress", "@example.com", "john@", "john@localhost", "a b@c.de"] {
-            assert_eq!(invalid_fields(&format!(r#"{{"email":"{bad}"}}"#)), ["email"], "{bad}");
+        for bad in [
+            "plainaddress",
+            "@example.com",
+            "john@",
+            "john@localhost",
+            "a b@c.de",
+        ] {
+            assert_eq!(
+                invalid_fields(&format!(r#"{{"email":"{bad}"}}"#)),
+                ["email"],
+                "{bad}"
+            );
         }
     }
 
@@ -362,16 +379,37 @@ mod tests {
         assert_eq!(at_limit.len(), 254);
         assert!(parse(&format!(r#"{{"email":"{at_limit}"}}"#)).is_ok());
         let over = format!("{}@{domain}.comx", "a".repeat(64));
-        assert_eq!(invalid_fields(&format!(r#"{{"email":"{over}"}}"#)), ["email"]);
+        assert_eq!(
+            invalid_fields(&format!(r#"{{"email":"{over}"}}"#)),
+            ["email"]
+        );
     }
 
     #[test]
     fn phone_numbers_follow_the_format() {
-        for ok in ["+1234567890", "123", "+1 (555) 123-4567", "555.123.4567", "", &"1".repeat(32)] {
-            assert!(parse(&format!(r#"{{"phone_number":"{ok}"}}"#)).is_ok(), "{ok}");
+        for ok in [
+            "+1234567890",
+            "123",
+            "+1 (555) 123-4567",
+            "555.123.4567",
+            "",
+            &"1".repeat(32),
+        ] {
+            assert!(
+                parse(&format!(r#"{{"phone_number":"{ok}"}}"#)).is_ok(),
+                "{ok}"
+            );
         }
         let too_long = "1".repeat(33);
-        for bad in ["12", "abc", "12a45", "1+234", "++123", "---", too_long.as_str()] {
+        for bad in [
+            "12",
+            "abc",
+            "12a45",
+            "1+234",
+            "++123",
+            "---",
+            too_long.as_str(),
+        ] {
             assert_eq!(
                 invalid_fields(&format!(r#"{{"phone_number":"{bad}"}}"#)),
                 ["phone_number"],
@@ -391,7 +429,10 @@ mod tests {
 
     #[test]
     fn nul_characters_are_rejected() {
-        assert_eq!(invalid_fields(r#"{"first_name":"a\u0000b"}"#), ["first_name"]);
+        assert_eq!(
+            invalid_fields(r#"{"first_name":"a\u0000b"}"#),
+            ["first_name"]
+        );
         assert_eq!(invalid_fields(r#"{"email":"a\u0000@b.com"}"#), ["email"]);
     }
 
@@ -402,12 +443,17 @@ mod tests {
             panic!("expected errors");
         };
         let text = error.to_string();
-        assert!(!text.contains("secret-person") && !text.contains("SECRET"), "{text}");
+        assert!(
+            !text.contains("secret-person") && !text.contains("SECRET"),
+            "{text}"
+        );
     }
 
     #[test]
     fn wrong_types_and_non_objects_are_shape_errors() {
-        assert!(matches!(parse(r#"{"first_name":5}"#), Err(ParseError::Shape(e)) if e.field == "first_name"));
+        assert!(
+            matches!(parse(r#"{"first_name":5}"#), Err(ParseError::Shape(e)) if e.field == "first_name")
+        );
         assert!(matches!(parse("[]"), Err(ParseError::Shape(_))));
         assert!(matches!(parse("\"text\""), Err(ParseError::Shape(_))));
     }
@@ -443,7 +489,14 @@ mod tests {
         ]);
         assert_eq!(
             folded,
-            [(id, Folded::Upsert(UserFields { first_name: name("B"), last_name: name("X"), ..Default::default() }))]
+            [(
+                id,
+                Folded::Upsert(UserFields {
+                    first_name: name("B"),
+                    last_name: name("X"),
+                    ..Default::default()
+                })
+            )]
         );
     }
 
@@ -458,7 +511,14 @@ mod tests {
         ]);
         assert_eq!(
             folded,
-            [(id, Folded::Replace(UserFields { first_name: name("B"), last_name: name("Y"), ..Default::default() }))]
+            [(
+                id,
+                Folded::Replace(UserFields {
+                    first_name: name("B"),
+                    last_name: name("Y"),
+                    ..Default::default()
+                })
+            )]
         );
     }
 

@@ -1,0 +1,12 @@
+//! The user information service: `POST/GET/DELETE /user` over PostgreSQL, and the
+//! store the Kafka consumer shares.
+
+pub mod config;
+pub mod error;
+pub mod http;
+mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+
+pub use routes::configure;

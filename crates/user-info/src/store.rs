@@ -1,0 +1,318 @@
+//! The user store: every read and write of the `user_info` table, shared by the
+//! HTTP service and the Kafka consumer so that both apply the same merge rule.
+//!
+//! Merging is "update, else insert": an `UPDATE ... FROM unnest(...)` changes the
+//! rows that exist (a `NULL` field keeps the stored value), then an
+//! `INSERT ... ON CONFLICT DO NOTHING` creates the rest (a `NULL` field becomes
+//! `''`). A row created or deleted by someone else in between is simply retried,
+//! so concurrent writers never lose a field. The same two statements serve one
+//! HTTP request and a batch of thousands of Kafka records.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::sql_types::{Array, Nullable, Text};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use domain::user::Folded;
+use domain::{UserFields, user::Change};
+use serde::Serialize;
+use uuid::Uuid;
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub type PgPooled = PooledConnection<ConnectionManager<PgConnection>>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// Key of the PostgreSQL advisory lock that serialises migrations between every
+/// process sharing the database ("userinfo" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7573_6572_696e_666f;
+
+/// How many times a merge retries rows that a concurrent writer created or
+/// deleted between our UPDATE and INSERT before giving up.
+const MERGE_ATTEMPTS: usize = 8;
+
+diesel::table! {
+    user_info (user_id) {
+        user_id -> Uuid,
+        first_name -> Text,
+        last_name -> Text,
+        email -> Text,
+        phone_number -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+/// A stored user, as answered by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable, Serialize)]
+#[diesel(table_name = user_info, check_for_backend(diesel::pg::Pg))]
+pub struct User {
+    pub user_id: Uuid,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub phone_number: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Migrations have not been applied yet (the database has not been reachable
+    /// since start-up).
+    #[error("database not ready: migrations pending")]
+    NotReady,
+    /// The database cannot be reached or answered with an error; retrying later is
+    /// the remedy (HTTP 503, consumer backoff).
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// A concurrent writer kept creating and deleting the same row.
+    #[error("gave up merging after {MERGE_ATTEMPTS} attempts under contention")]
+    Contention,
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(error: diesel::result::Error) -> Self {
+        StoreError::Unavailable(error.into())
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for StoreError {
+    fn from(error: diesel::r2d2::PoolError) -> Self {
+        StoreError::Unavailable(error.into())
+    }
+}
+
+/// The database as the services use it: a pool, plus whether migrations have
+/// been applied. Until they have, every data operation answers "not ready".
+#[derive(Clone)]
+pub struct Database {
+    pool: PgPool,
+    migrated: Arc<AtomicBool>,
+}
+
+impl Database {
+    /// Creates the pool (without connecting) and starts applying migrations in
+    /// the background, retrying with capped backoff until the database answers.
+    pub fn start(database_url: &str, size: u32, connect_timeout: Duration) -> Self {
+        let database = Database {
+            pool: pool(database_url, size, connect_timeout),
+            migrated: Arc::new(AtomicBool::new(false)),
+        };
+        tokio::spawn(database.clone().migrate_until_done());
+        database
+    }
+
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.load(Ordering::Acquire)
+    }
+
+    /// Runs blocking diesel work on a pooled connection, off the async executor.
+    /// Waits at most the pool's connection timeout for a connection.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        if !self.is_migrated() {
+            return Err(StoreError::NotReady);
+        }
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|error| StoreError::Unavailable(error.into()))?
+    }
+
+    /// Migrated and answering a query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(ping).await
+    }
+
+    async fn migrate_until_done(self) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let pool = self.pool.clone();
+            let outcome = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let mut conn = pool.get()?;
+                migrate(&mut conn)
+            })
+            .await;
+            match outcome {
+                Ok(Ok(())) => {
+                    self.migrated.store(true, Ordering::Release);
+                    tracing::info!("database migrations applied");
+                    return;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "cannot migrate the database yet");
+                }
+                Err(error) => tracing::error!(%error, "migration task failed"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Builds a pool that does not connect yet, so the service starts (and answers
+/// `/health`) while the database is still down.
+pub fn pool(database_url: &str, size: u32, connect_timeout: Duration) -> PgPool {
+    Pool::builder()
+        .max_size(size.max(1))
+        .min_idle(Some(0))
+        .connection_timeout(connect_timeout)
+        .build_unchecked(ConnectionManager::new(database_url))
+}
+
+/// Applies pending migrations under an advisory lock, so that replicas starting
+/// together migrate one after the other and the later ones find nothing to do.
+pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<()> {
+    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+    let result = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|_| ())
+        .map_err(|error| anyhow::anyhow!(error));
+    let unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+    result?;
+    unlocked?;
+    Ok(())
+}
+
+/// Checks that the database answers a query.
+pub fn ping(conn: &mut PgConnection) -> Result<(), StoreError> {
+    conn.batch_execute("SELECT 1")?;
+    Ok(())
+}
+
+pub fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<User>, StoreError> {
+    Ok(user_info::table
+        .find(id)
+        .select(User::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Deletes a user; `false` when there was none.
+pub fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
+    Ok(diesel::delete(user_info::table.find(id)).execute(conn)? > 0)
+}
+
+/// Merges one change into the stored user, creating it when absent. Returns the
+/// stored user and whether it was created.
+pub fn merge(
+    conn: &mut PgConnection,
+    id: Uuid,
+    fields: &UserFields,
+) -> Result<(User, bool), StoreError> {
+    merge_many(conn, &[(id, fields)])?
+        .pop()
+        .ok_or(StoreError::Contention)
+}
+
+/// Applies changes in log order, exactly as if applied one by one, in a single
+/// transaction: several changes to one user are folded first.
+pub fn apply_batch(
+    conn: &mut PgConnection,
+    changes: impl IntoIterator<Item = (Uuid, Change)>,
+) -> Result<(), StoreError> {
+    let folded = domain::fold_changes(changes);
+    conn.transaction(|conn| {
+        let removed: Vec<Uuid> = folded
+            .iter()
+            .filter(|(_, op)| matches!(op, Folded::Delete | Folded::Replace(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        if !removed.is_empty() {
+            diesel::delete(user_info::table.filter(user_info::user_id.eq_any(&removed)))
+                .execute(conn)?;
+        }
+        let merged: Vec<(Uuid, &UserFields)> = folded
+            .iter()
+            .filter_map(|(id, op)| match op {
+                Folded::Upsert(fields) | Folded::Replace(fields) => Some((*id, fields)),
+                Folded::Delete => None,
+            })
+            .collect();
+        merge_many(conn, &merged)?;
+        Ok(())
+    })
+}
+
+/// The merge itself; `changes` must name each user at most once.
+fn merge_many(
+    conn: &mut PgConnection,
+    changes: &[(Uuid, &UserFields)],
+) -> Result<Vec<(User, bool)>, StoreError> {
+    let mut done = Vec::with_capacity(changes.len());
+    let mut pending: Vec<(Uuid, &UserFields)> = changes.to_vec();
+    for _ in 0..MERGE_ATTEMPTS {
+        if pending.is_empty() {
+            return Ok(done);
+        }
+        for (sql, created) in [(UPDATE_SQL, false), (INSERT_SQL, true)] {
+            if pending.is_empty() {
+                break;
+            }
+            let written = run_merge_statement(conn, sql, &pending)?;
+            let ids: HashSet<Uuid> = written.iter().map(|user| user.user_id).collect();
+            pending.retain(|(id, _)| !ids.contains(id));
+            done.extend(written.into_iter().map(|user| (user, created)));
+        }
+    }
+    if pending.is_empty() {
+        Ok(done)
+    } else {
+        Err(StoreError::Contention)
+    }
+}
+
+const UPDATE_SQL: &str = "\
+UPDATE user_info AS u SET
+    first_name = COALESCE(c.first_name, u.first_name),
+    last_name = COALESCE(c.last_name, u.last_name),
+    email = COALESCE(c.email, u.email),
+    phone_number = COALESCE(c.phone_number, u.phone_number),
+    updated_at = now()
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+    AS c(user_id, first_name, last_name, email, phone_number)
+WHERE u.user_id = c.user_id
+RETURNING u.*";
+
+const INSERT_SQL: &str = "\
+INSERT INTO user_info (user_id, first_name, last_name, email, phone_number)
+SELECT c.user_id, COALESCE(c.first_name, ''), COALESCE(c.last_name, ''),
+       COALESCE(c.email, ''), COALESCE(c.phone_number, '')
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+    AS c(user_id, first_name, last_name, email, phone_number)
+ON CONFLICT (user_id) DO NOTHING
+RETURNING *";
+
+/// Runs one of the merge statements with the changes bound as parallel arrays
+/// (`NULL` = field absent from the change).
+fn run_merge_statement(
+    conn: &mut PgConnection,
+    sql: &str,
+    changes: &[(Uuid, &UserFields)],
+) -> QueryResult<Vec<User>> {
+    let column = |pick: fn(&UserFields) -> Option<&str>| -> Vec<Option<&str>> {
+        changes.iter().map(|(_, fields)| pick(fields)).collect()
+    };
+    let ids: Vec<Uuid> = changes.iter().map(|(id, _)| *id).collect();
+    diesel::sql_query(sql)
+        .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
+        .bind::<Array<Nullable<Text>>, _>(column(|f| f.first_name.as_ref().map(|v| v.as_str())))
+        .bind::<Array<Nullable<Text>>, _>(column(|f| f.last_name.as_ref().map(|v| v.as_str())))
+        .bind::<Array<Nullable<Text>>, _>(column(|f| f.email.as_ref().map(|v| v.as_str())))
+        .bind::<Array<Nullable<Text>>, _>(column(|f| f.phone_number.as_ref().map(|v| v.as_str())))
+        .load(conn)
+}

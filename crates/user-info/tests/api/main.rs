@@ -1,0 +1,6 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod database;
+mod helpers;
+mod input;
+mod user;
