@@ -8,5 +8,7 @@ mod routes;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use routes::configure;

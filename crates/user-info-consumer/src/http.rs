@@ -1,0 +1,50 @@
+//! The consumer's small HTTP port: `/health`, `/ready`, `/metrics`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::ErrorHandlers;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use domain::Problem;
+use serde_json::json;
+use user_info::http::{problem_response, render_problem};
+
+use crate::consumer::Status;
+
+pub fn serve(listener: TcpListener, status: Arc<Status>) -> std::io::Result<Server> {
+    let status = web::Data::from(status);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .wrap(ErrorHandlers::new().default_handler(render_problem))
+            .app_data(status.clone())
+            .route("/health", web::get().to(health))
+            .route("/ready", web::get().to(ready))
+            .route("/metrics", web::get().to(metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run())
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when the consumer has joined its group, the database answers and dead
+/// letters can be written.
+async fn ready(status: web::Data<Status>) -> HttpResponse {
+    let database = status.database.ping().await;
+    match status.not_ready_reason(database.is_ok()) {
+        None => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Some(reason) => problem_response(&Problem::typed(503, "not-ready", "Not ready", reason)),
+    }
+}
+
+async fn metrics(status: web::Data<Status>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(status.metrics.render())
+}

@@ -1,0 +1,339 @@
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use serde_json::json;
+use user_info::testing::{TcpProxy, eventually, postgres_address};
+use uuid::Uuid;
+
+use crate::support::{Record, Setup, produce, read_topic};
+
+const LANDING: Duration = Duration::from_secs(90);
+
+fn count(db: &user_info::testing::TestDatabase, sql: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql)
+        .get_result::<Count>(&mut db.connect())
+        .map(|c| c.n)
+        .unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn distinct_users_land_two_messages_merge_and_a_tombstone_deletes() {
+    let setup = Setup::new(3).await;
+    let _consumer = setup.consumer();
+    let users: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
+    let merged = Uuid::new_v4();
+    let deleted = users[0];
+    let mut records: Vec<Record> = users
+        .iter()
+        .map(|id| {
+            Record::user(
+                *id,
+                json!({"user_id": id, "first_name": "F", "email": "f@example.com"}),
+            )
+        })
+        .collect();
+    records.push(Record::user(
+        merged,
+        json!({"user_id": merged, "first_name": "John", "last_name": "Doe"}),
+    ));
+    records.push(Record::user(merged, json!({"user_id": merged.to_string().to_uppercase(), "last_name": null, "phone_number": "+1 555"})));
+    records.push(Record::tombstone(&deleted.to_string()));
+
+    produce(&setup.broker.producer(), &setup.topic, &records).await;
+
+    let landed = eventually(LANDING, || async {
+        count(&setup.db, "SELECT count(*) AS n FROM user_info") == 200
+            && setup.db.stored(deleted).is_none()
+    })
+    .await;
+    assert!(
+        landed,
+        "expected 199 users + the merged one, and the deleted one gone"
+    );
+    let row = setup.db.stored(merged).unwrap();
+    assert_eq!(
+        (
+            row.first_name.as_str(),
+            row.last_name.as_str(),
+            row.phone_number.as_str(),
+            row.email.as_str()
+        ),
+        ("John", "", "+1 555", "")
+    );
+    assert_eq!(setup.db.stored(users[1]).unwrap().email, "f@example.com");
+}
+
+#[tokio::test]
+async fn poison_goes_to_the_dlq_with_its_headers_while_the_valid_messages_around_it_apply() {
+    let setup = Setup::new(1).await;
+    let consumer = setup.consumer();
+    let (before, after) = (Uuid::new_v4(), Uuid::new_v4());
+    let poison: Vec<(&str, Option<&[u8]>)> = vec![
+        ("not-utf8", Some(b"\xff\xfe\xfd")),
+        ("not-json", Some(b"{not json")),
+        ("array", Some(b"[1,2,3]")),
+        ("no-user-id", Some(br#"{"first_name":"Nobody"}"#)),
+        (
+            "bad-email",
+            Some(br#"{"user_id":"7b0e7a36-5d1b-4b59-9a0f-4c1b3c5d7e21","email":"not-an-email"}"#),
+        ),
+        ("bad-tombstone", None),
+    ];
+    let mut records = vec![Record::user(
+        before,
+        json!({"user_id": before, "first_name": "Before"}),
+    )];
+    for (key, value) in &poison {
+        records.push(match value {
+            Some(value) => Record::raw(key, value),
+            None => Record::tombstone(key),
+        });
+    }
+    records.push(Record::user(
+        after,
+        json!({"user_id": after, "first_name": "After"}),
+    ));
+
+    produce(&setup.broker.producer(), &setup.topic, &records).await;
+
+    let letters = read_topic(
+        &setup.broker.bootstrap,
+        &setup.dlq_topic,
+        poison.len(),
+        LANDING,
+    )
+    .await;
+    assert_eq!(
+        letters.len(),
+        poison.len(),
+        "every poison message lands in the DLQ"
+    );
+    for (index, (key, value)) in poison.iter().enumerate() {
+        let letter = letters
+            .iter()
+            .find(|l| l.key.as_deref() == Some(key.as_bytes()))
+            .unwrap_or_else(|| panic!("no dead letter for {key}"));
+        assert_eq!(
+            letter.value.as_deref(),
+            *value,
+            "{key}: original value kept"
+        );
+        assert_eq!(
+            letter.header("dlq-source-topic"),
+            Some(setup.topic.as_str())
+        );
+        assert_eq!(letter.header("dlq-source-partition"), Some("0"));
+        assert_eq!(
+            letter.header("dlq-source-offset"),
+            Some((index + 1).to_string().as_str())
+        );
+        assert!(
+            letter.header("dlq-reason").is_some_and(|r| !r.is_empty()),
+            "{key}"
+        );
+    }
+    let email_reason = letters
+        .iter()
+        .find(|l| l.key.as_deref() == Some(b"bad-email".as_slice()))
+        .unwrap();
+    assert!(
+        !email_reason
+            .header("dlq-reason")
+            .unwrap()
+            .contains("not-an-email")
+    );
+
+    let landed = eventually(LANDING, || async {
+        setup.db.stored(before).is_some() && setup.db.stored(after).is_some()
+    })
+    .await;
+    assert!(landed, "valid messages around the poison are applied");
+    assert_eq!(count(&setup.db, "SELECT count(*) AS n FROM user_info"), 2);
+    let dead = eventually(LANDING, || async {
+        consumer
+            .counter("consumer_messages_dead_lettered_total")
+            .await
+            == poison.len() as u64
+    })
+    .await;
+    assert!(dead, "the metric counts the dead letters");
+}
+
+#[tokio::test]
+async fn replaying_the_same_messages_leaves_the_same_rows() {
+    let setup = Setup::new(2).await;
+    let users: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+    let mut records = Vec::new();
+    for (n, id) in users.iter().enumerate() {
+        records.push(Record::user(
+            *id,
+            json!({"user_id": id, "first_name": "A", "last_name": format!("L{n}")}),
+        ));
+        records.push(Record::user(*id, json!({"user_id": id, "first_name": "B"})));
+    }
+    produce(&setup.broker.producer(), &setup.topic, &records).await;
+    let snapshot = || {
+        let mut rows: Vec<(Uuid, String, String)> = users
+            .iter()
+            .filter_map(|id| setup.db.stored(*id))
+            .map(|u| (u.user_id, u.first_name, u.last_name))
+            .collect();
+        rows.sort();
+        rows
+    };
+
+    let first = setup.consumer();
+    let applied = eventually(LANDING, || async {
+        first.counter("consumer_messages_applied_total").await == 100
+    })
+    .await;
+    assert!(applied);
+    drop(first);
+    let before = snapshot();
+    assert_eq!(before.len(), 50);
+    assert!(before.iter().all(|(_, first_name, _)| first_name == "B"));
+
+    // A new group replays the whole topic from the beginning.
+    let replay = setup.consumer_with(&setup.db.url, &format!("{}-replay", setup.group));
+    let replayed = eventually(LANDING, || async {
+        replay.counter("consumer_messages_applied_total").await == 100
+    })
+    .await;
+    assert!(replayed);
+    assert_eq!(snapshot(), before);
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_20000_messages_then_restart_loses_nothing() {
+    let setup = Setup::new(3).await;
+    let users: Vec<Uuid> = (0..2_000).map(|_| Uuid::new_v4()).collect();
+    let mut records = Vec::with_capacity(20_000);
+    for version in 0..10 {
+        for id in &users {
+            records.push(Record::user(*id, json!({"user_id": id, "first_name": format!("v{version}"), "email": format!("u{version}@example.com")})));
+        }
+    }
+    produce(&setup.broker.producer(), &setup.topic, &records).await;
+
+    let mut first = setup.consumer();
+    let started = eventually(LANDING, || async {
+        first.counter("consumer_messages_applied_total").await > 0
+    })
+    .await;
+    assert!(started, "the consumer started applying");
+    first.kill_9();
+    let applied_before_kill = count(
+        &setup.db,
+        "SELECT count(*) AS n FROM user_info WHERE first_name = 'v9'",
+    );
+    assert!(applied_before_kill < 2_000 || records.len() == 20_000);
+
+    let _second = setup.consumer();
+    let complete = eventually(Duration::from_secs(150), || async {
+        count(&setup.db, "SELECT count(*) AS n FROM user_info WHERE first_name = 'v9' AND email = 'u9@example.com'") == 2_000
+    })
+    .await;
+    assert!(
+        complete,
+        "every user holds its last value after the restart"
+    );
+    assert_eq!(
+        count(&setup.db, "SELECT count(*) AS n FROM user_info"),
+        2_000
+    );
+}
+
+#[tokio::test]
+async fn a_database_outage_keeps_the_consumer_up_and_everything_lands_afterwards() {
+    let setup = Setup::new(1).await;
+    let mut proxy = TcpProxy::reserve(postgres_address());
+    proxy.start();
+    let via_proxy = setup
+        .db
+        .url
+        .replacen("127.0.0.1:5432", &proxy.address.to_string(), 1);
+    let mut consumer = setup.consumer_with(&via_proxy, &setup.group);
+    let producer = setup.broker.producer();
+
+    let early = Uuid::new_v4();
+    produce(
+        &producer,
+        &setup.topic,
+        &[Record::user(
+            early,
+            json!({"user_id": early, "first_name": "Early"}),
+        )],
+    )
+    .await;
+    assert!(eventually(LANDING, || async { setup.db.stored(early).is_some() }).await);
+
+    proxy.stop();
+    let during: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+    let records: Vec<Record> = during
+        .iter()
+        .map(|id| Record::user(*id, json!({"user_id": id, "first_name": "During"})))
+        .collect();
+    produce(&producer, &setup.topic, &records).await;
+    let not_ready = eventually(LANDING, || async {
+        consumer.status("/ready").await == Some(503)
+    })
+    .await;
+    assert!(not_ready, "/ready reports the outage");
+    assert_eq!(consumer.status("/health").await, Some(200));
+    assert!(consumer.is_running());
+    assert_eq!(
+        count(&setup.db, "SELECT count(*) AS n FROM user_info"),
+        1,
+        "nothing applied while down"
+    );
+
+    proxy.start();
+    let landed = eventually(LANDING, || async {
+        count(
+            &setup.db,
+            "SELECT count(*) AS n FROM user_info WHERE first_name = 'During'",
+        ) == 100
+    })
+    .await;
+    assert!(landed, "everything produced during the outage lands");
+    assert!(
+        eventually(LANDING, || async {
+            consumer.status("/ready").await == Some(200)
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn sigterm_makes_the_consumer_exit_0_within_10_seconds() {
+    let setup = Setup::new(1).await;
+    let mut consumer = setup.consumer();
+    let id = Uuid::new_v4();
+    produce(
+        &setup.broker.producer(),
+        &setup.topic,
+        &[Record::user(id, json!({"user_id": id}))],
+    )
+    .await;
+    assert!(eventually(LANDING, || async { setup.db.stored(id).is_some() }).await);
+    assert!(
+        eventually(LANDING, || async {
+            consumer.status("/ready").await == Some(200)
+        })
+        .await
+    );
+
+    consumer.terminate();
+
+    let status = consumer.exit_within(Duration::from_secs(10)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status: {status:?}"
+    );
+}

@@ -1,0 +1,349 @@
+//! Processes the tests start - a tansu broker, the consumer binary - each killed
+//! by PID when its guard drops, so nothing outlives a test, failed or not.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use user_info::testing::{TestDatabase, eventually};
+use uuid::Uuid;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn log_file(name: &str) -> Stdio {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}-{}.log", Uuid::new_v4().simple()));
+    Stdio::from(std::fs::File::create(path).unwrap())
+}
+
+/// The tansu binary: `TANSU_BIN`, else the one `.ci/run` installs, else `PATH`.
+fn tansu_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("TANSU_BIN") {
+        return path.into();
+    }
+    let cached = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/tansu-0.6.0-dynostore/bin/tansu");
+    if cached.exists() {
+        cached
+    } else {
+        "tansu".into()
+    }
+}
+
+pub struct Broker {
+    child: Child,
+    pub bootstrap: String,
+}
+
+impl Broker {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(log_file("tansu"))
+            .stderr(log_file("tansu-err"))
+            .spawn()
+            .expect("cannot start tansu (see KAFKA.md; .ci/run installs it)");
+        let broker = Broker {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        let up = eventually(Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(&broker.bootstrap)
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(up, "tansu did not start listening");
+        broker
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .unwrap();
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .unwrap();
+        for result in results {
+            result.unwrap();
+        }
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .unwrap()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A record to produce: key and value, either possibly absent.
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl Record {
+    pub fn user(id: Uuid, value: serde_json::Value) -> Self {
+        Record {
+            key: Some(id.to_string().into_bytes()),
+            value: Some(serde_json::to_vec(&value).unwrap()),
+        }
+    }
+
+    pub fn raw(key: &str, value: &[u8]) -> Self {
+        Record {
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(value.to_vec()),
+        }
+    }
+
+    pub fn tombstone(key: &str) -> Self {
+        Record {
+            key: Some(key.as_bytes().to_vec()),
+            value: None,
+        }
+    }
+}
+
+/// Produces the records in order (per key), waiting for every acknowledgement.
+pub async fn produce(producer: &FutureProducer, topic: &str, records: &[Record]) {
+    for chunk in records.chunks(5_000) {
+        let sends = chunk.iter().map(|record| {
+            let mut future: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+            if let Some(key) = &record.key {
+                future = future.key(key.as_slice());
+            }
+            if let Some(value) = &record.value {
+                future = future.payload(value.as_slice());
+            }
+            producer.send(future, Duration::from_secs(30))
+        });
+        for result in join_all(sends).await {
+            result.map_err(|(error, _)| error).unwrap();
+        }
+    }
+}
+
+/// What a test needs to run the consumer against its own topics and database.
+pub struct Setup {
+    pub broker: Broker,
+    pub db: TestDatabase,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group: String,
+}
+
+impl Setup {
+    pub async fn new(partitions: i32) -> Self {
+        let broker = Broker::start().await;
+        let suffix = Uuid::new_v4().simple().to_string();
+        let setup = Setup {
+            topic: format!("user_service_{suffix}"),
+            dlq_topic: format!("user_service_{suffix}.dlq"),
+            group: format!("group_{suffix}"),
+            db: TestDatabase::create(),
+            broker,
+        };
+        setup.broker.create_topic(&setup.topic, partitions).await;
+        setup.broker.create_topic(&setup.dlq_topic, 1).await;
+        setup
+    }
+
+    pub fn consumer(&self) -> ConsumerProcess {
+        self.consumer_with(&self.db.url, &self.group)
+    }
+
+    pub fn consumer_with(&self, database_url: &str, group: &str) -> ConsumerProcess {
+        ConsumerProcess::start(&[
+            ("DATABASE_URL", database_url),
+            ("DATABASE_CONNECT_TIMEOUT", "1"),
+            ("KAFKA_BOOTSTRAP_SERVERS", &self.broker.bootstrap),
+            ("KAFKA_TOPIC", &self.topic),
+            ("KAFKA_DLQ_TOPIC", &self.dlq_topic),
+            ("KAFKA_GROUP_ID", group),
+            ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
+            ("KAFKA_HEARTBEAT_INTERVAL_MS", "500"),
+        ])
+    }
+}
+
+pub struct ConsumerProcess {
+    child: Child,
+    pub metrics: String,
+}
+
+impl ConsumerProcess {
+    pub fn start(vars: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_user-info-consumer"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("CONSUMER_METRICS_HOST", "127.0.0.1")
+            .env("CONSUMER_METRICS_PORT", port.to_string())
+            .envs(vars.iter().copied())
+            .stdout(log_file("consumer"))
+            .stderr(log_file("consumer-err"))
+            .spawn()
+            .unwrap();
+        ConsumerProcess {
+            child,
+            metrics: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub async fn status(&self, path: &str) -> Option<u16> {
+        let response = reqwest::get(format!("{}{path}", self.metrics)).await.ok()?;
+        Some(response.status().as_u16())
+    }
+
+    /// A counter from `/metrics`, 0 until the port answers.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let Ok(response) = reqwest::get(format!("{}/metrics", self.metrics)).await else {
+            return 0;
+        };
+        let text = response.text().await.unwrap_or_default();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub async fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+impl Drop for ConsumerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A dead letter as read back from the DLQ topic.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl DeadLetter {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Reads `count` messages from `topic` (from the beginning), within `limit`.
+pub async fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    limit: Duration,
+) -> Vec<DeadLetter> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader_{}", Uuid::new_v4().simple()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut letters = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while letters.len() < count {
+        let Ok(message) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            break;
+        };
+        let message = message.unwrap();
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        letters.push(DeadLetter {
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    letters
+}
