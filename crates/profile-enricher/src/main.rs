@@ -1,1 +1,17 @@
-fn main() {}
+use anyhow::Context;
+use profile_enricher::config::get_configuration;
+use profile_enricher::startup::Application;
+use profile_enricher::telemetry::init_subscriber;
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    match dotenvy::dotenv() {
+        Err(error) if !error.not_found() => return Err(error).context("could not read .env"),
+        _ => {}
+    }
+    init_subscriber()?;
+    let settings = get_configuration()?;
+    let application = Application::build(settings).await?;
+    application.run_until_stopped().await?;
+    Ok(())
+}

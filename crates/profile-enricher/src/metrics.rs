@@ -1,0 +1,147 @@
+//! Prometheus metrics, in a registry of our own so tests can run many apps in one
+//! process without their collectors clashing.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+use tracing_actix_web::RequestId;
+
+/// Buckets from 1 ms to ~16 s: slot waits and upstream calls live in that range.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub upstream_attempts: IntCounterVec,
+    pub upstream_retries: IntCounter,
+    pub slot_wait: Histogram,
+    pub upstream_latency: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered"),
+            &["method", "route", "status"],
+        )?;
+        let upstream_attempts = IntCounterVec::new(
+            Opts::new(
+                "enricher_upstream_attempts_total",
+                "Attempts to call the enrichment API, by outcome (status code or error kind)",
+            ),
+            &["outcome"],
+        )?;
+        let upstream_retries = IntCounter::new(
+            "enricher_upstream_retries_total",
+            "Attempts that were retries of a failed attempt",
+        )?;
+        let slot_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "enricher_slot_wait_seconds",
+                "Time spent waiting for a free upstream concurrency slot",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let upstream_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "enricher_upstream_latency_seconds",
+                "Time until the enrichment API answered (or failed), per attempt",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(upstream_attempts.clone()))?;
+        registry.register(Box::new(upstream_retries.clone()))?;
+        registry.register(Box::new(slot_wait.clone()))?;
+        registry.register(Box::new(upstream_latency.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            upstream_attempts,
+            upstream_retries,
+            slot_wait,
+            upstream_latency,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Counts every answer by method, route pattern and status, and logs one line per
+/// request (inside the request's span, so with its request id), whose id it
+/// also returns as `x-request-id`.
+pub async fn record_request(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let metrics = request.app_data::<web::Data<Metrics>>().cloned();
+    let request_id = request.extensions().get::<RequestId>().copied();
+    let method = method_label(request.method());
+    let started = Instant::now();
+    let mut outcome = next.call(request).await;
+    if let (Ok(response), Some(id)) = (&mut outcome, request_id) {
+        // Lets a client quote the id that every log line of its request carries.
+        if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+            response.headers_mut().insert(X_REQUEST_ID, value);
+        }
+    }
+    let (status, route) = match &outcome {
+        Ok(response) => (
+            response.status(),
+            response
+                .request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_owned()),
+        ),
+        Err(error) => (
+            error.as_response_error().status_code(),
+            "unmatched".to_owned(),
+        ),
+    };
+    if let Some(metrics) = metrics {
+        metrics
+            .requests
+            .with_label_values(&[method, route.as_str(), status.as_str()])
+            .inc();
+    }
+    tracing::info!(
+        status = status.as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request finished"
+    );
+    outcome
+}
+
+/// Methods are an open set in HTTP; an unbounded label would let clients grow the
+/// metric without limit.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}

@@ -1,0 +1,161 @@
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+
+use actix_web::dev::Server;
+use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use reqwest::Url;
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::{ApiTokens, require_bearer_token};
+use crate::config::Settings;
+use crate::enrichment::EnrichmentClient;
+use crate::error::{ApiError, problem_for_any_error};
+use crate::limits::{BodyTimeout, limit_request_head};
+use crate::metrics::{Metrics, record_request};
+use crate::routes;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds first, so that the port is known (port 0 in tests) before the default
+    /// upstream - our own `/dummy-enrich` - is derived from it.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
+        let address = listener
+            .local_addr()
+            .context("could not read the bound address")?;
+        let (url, token) = match settings.external_api_url.clone() {
+            Some(url) => (url, None),
+            None => (
+                own_dummy_enrich(address)?,
+                settings.api_tokens.first().map(str::to_owned),
+            ),
+        };
+        let metrics = Metrics::new().context("could not register the metrics")?;
+        let client = EnrichmentClient::new(&settings.upstream, url, token, metrics.clone())
+            .context("could not build the upstream HTTP client")?;
+        tracing::info!(
+            %address,
+            upstream = %client.url().origin().ascii_serialization(),
+            env = %settings.env,
+            authentication = settings.api_tokens.is_enabled(),
+            "profile-enricher listening"
+        );
+        let state = State {
+            client: web::Data::new(client),
+            metrics: web::Data::new(metrics),
+            tokens: web::Data::new(settings.api_tokens),
+            environment: web::Data::new(routes::Environment(settings.env)),
+            body_timeout: BodyTimeout(settings.http.body_timeout),
+        };
+        let http = settings.http;
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(limit_request_head))
+                .wrap(ErrorHandlers::new().default_handler(problem_for_any_error))
+                .wrap(from_fn(record_request))
+                .wrap(TracingLogger::default())
+                .app_data(state.body_timeout)
+                .app_data(state.client.clone())
+                .app_data(state.metrics.clone())
+                .app_data(state.tokens.clone())
+                .app_data(state.environment.clone())
+                .configure(configure)
+        })
+        .client_request_timeout(http.head_timeout)
+        .keep_alive(http.keep_alive)
+        .listen(listener)
+        .context("could not start the HTTP server")?
+        .run();
+        Ok(Self {
+            port: address.port(),
+            server,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM/SIGINT, then drains in-flight requests (actix's default).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Shared by every worker: one connection pool, one set of concurrency slots.
+struct State {
+    client: web::Data<EnrichmentClient>,
+    metrics: web::Data<Metrics>,
+    tokens: web::Data<ApiTokens>,
+    environment: web::Data<routes::Environment>,
+    body_timeout: BodyTimeout,
+}
+
+/// Every route of the service. Errors are answered as problem+json, including a
+/// wrong method (with `Allow`).
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/health")
+                .route(web::get().to(routes::health))
+                .default_service(only("GET")),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(routes::metrics))
+                .default_service(only("GET")),
+        )
+        .service(
+            web::resource("/users")
+                .wrap(from_fn(require_bearer_token))
+                .route(web::post().to(routes::enrich_user))
+                .default_service(only("POST")),
+        )
+        .service(
+            web::resource("/dummy-enrich")
+                .wrap(from_fn(require_bearer_token))
+                .route(web::post().to(routes::dummy_enrich))
+                .default_service(only("POST")),
+        );
+}
+
+fn only(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) })
+}
+
+/// Our own `/dummy-enrich`, reached over loopback when bound to every interface.
+fn own_dummy_enrich(address: SocketAddr) -> anyhow::Result<Url> {
+    let ip = match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let url = format!(
+        "http://{}/dummy-enrich",
+        SocketAddr::new(ip, address.port())
+    );
+    Url::parse(&url).with_context(|| format!("invalid default upstream {url}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_upstream_is_our_own_dummy_enrich_over_loopback() {
+        let url = |address: &str| {
+            own_dummy_enrich(address.parse().unwrap())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(url("0.0.0.0:8000"), "http://127.0.0.1:8000/dummy-enrich");
+        assert_eq!(url("[::]:8000"), "http://[::1]:8000/dummy-enrich");
+        assert_eq!(url("10.1.2.3:9000"), "http://10.1.2.3:9000/dummy-enrich");
+    }
+}

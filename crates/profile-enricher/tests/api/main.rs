@@ -1,0 +1,10 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod dummy_enrich;
+mod health;
+mod helpers;
+mod http_errors;
+mod upstream;
+mod users;
+mod validation;
