@@ -13,6 +13,9 @@ pub struct Settings {
     pub database_pool_size: u32,
     /// Seconds a request waits for a database connection before its 503.
     pub database_connect_timeout: f64,
+    /// Comma-separated bearer tokens; unset or empty = no authentication.
+    #[serde(default)]
+    pub api_tokens: Option<String>,
     #[serde(flatten)]
     pub http: HttpSettings,
 }

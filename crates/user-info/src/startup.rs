@@ -6,7 +6,7 @@ use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::config::{HttpSettings, Settings};
-use crate::http::{render_problem, request_id_header};
+use crate::http::{ApiTokens, limit_head_size, render_problem, request_id_header, require_token};
 use crate::routes::configure;
 use crate::store::Database;
 
@@ -37,13 +37,17 @@ impl Application {
             database,
             http: settings.http.clone(),
         });
+        let tokens = web::Data::new(ApiTokens::parse(settings.api_tokens.as_deref()));
         let http = settings.http;
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(render_problem))
+                .wrap(from_fn(require_token))
+                .wrap(from_fn(limit_head_size))
                 .wrap(from_fn(add_request_id))
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
+                .app_data(tokens.clone())
                 .app_data(web::QueryConfig::default())
                 .configure(configure)
         })

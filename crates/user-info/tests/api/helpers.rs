@@ -32,6 +32,7 @@ pub fn settings(database_url: &str) -> Settings {
         database_url: database_url.to_owned(),
         database_pool_size: 4,
         database_connect_timeout: 1.0,
+        api_tokens: None,
         http: HttpSettings {
             http_head_timeout: 10.0,
             http_body_timeout: 30.0,
@@ -50,14 +51,19 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the application on `db`, reaching PostgreSQL through `via` (a proxy
 /// address) when given. Does not wait for the database.
 pub async fn spawn_app_on(db: TestDatabase, via: Option<SocketAddr>) -> TestApp {
-    if std::env::var("TEST_LOG").is_ok() {
-        user_info::telemetry::init();
-    }
     let url = match via {
         Some(proxy) => db.url.replacen("127.0.0.1:5432", &proxy.to_string(), 1),
         None => db.url.clone(),
     };
-    let application = Application::build(settings(&url)).unwrap();
+    spawn_configured(db, settings(&url)).await
+}
+
+/// Starts the application with the given settings, on `db`.
+pub async fn spawn_configured(db: TestDatabase, settings: Settings) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        user_info::telemetry::init();
+    }
+    let application = Application::build(settings).unwrap();
     let address = format!("http://127.0.0.1:{}", application.port());
     let server = tokio::spawn(application.run_until_stopped());
     TestApp {

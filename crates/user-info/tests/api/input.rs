@@ -128,3 +128,24 @@ async fn unknown_fields_are_ignored() {
         .await;
     assert_eq!(response.status(), 201);
 }
+
+#[tokio::test]
+async fn a_request_head_over_16_kib_is_a_431() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(format!("{}/user?user_id=x", app.address))
+        .header("x-padding", "a".repeat(17 * 1024))
+        .send()
+        .await
+        .unwrap();
+    problem(response, 431).await;
+    let response = app
+        .client
+        .get(format!("{}/health", app.address))
+        .header("x-padding", "a".repeat(8 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs and starts what the services and their tests need on a Debian machine
+# like ours: system libraries, a running PostgreSQL whose `postgres` role logs in
+# with the password `postgres` over TCP, and the tansu Kafka-protocol broker.
+# Idempotent: every step is skipped when already done.
+set -euo pipefail
+
+TANSU_VERSION=0.6.0
+TANSU_ROOT="${TANSU_ROOT:-$HOME/.cache/tansu-$TANSU_VERSION-dynostore}"
+PG_VERSION=15
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+as_postgres() { if [ "$(id -u)" = 0 ]; then su postgres -c "$1"; else sudo -u postgres sh -c "$1"; fi; }
+
+missing=()
+for pkg in libpq-dev libssl-dev pkg-config "postgresql-$PG_VERSION" postgresql-client; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "prepare: installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! pg_lsclusters -h | awk -v v="$PG_VERSION" '$1 == v && $2 == "main"' | grep -q online; then
+    echo "prepare: starting PostgreSQL $PG_VERSION"
+    as_root pg_ctlcluster "$PG_VERSION" main start
+fi
+for _ in $(seq 1 50); do
+    pg_isready -q -h 127.0.0.1 -p 5432 && break
+    sleep 0.2
+done
+as_postgres "psql -qtAc \"ALTER ROLE postgres PASSWORD 'postgres'\"" >/dev/null
+
+# The broker's default build has no storage engine; `dynostore` gives memory://.
+if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
+    echo "prepare: installing tansu $TANSU_VERSION (once per machine, ~15 min on 2 cores)"
+    cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore --root "$TANSU_ROOT"
+fi
+echo "prepare: PostgreSQL on 127.0.0.1:5432, tansu at $TANSU_ROOT/bin/tansu"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, lints, unit and integration tests
+# against a real PostgreSQL and a real Kafka-protocol broker (tansu).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/prepare.sh
+export TANSU_BIN="${TANSU_ROOT:-$HOME/.cache/tansu-0.6.0-dynostore}/bin/tansu"
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
