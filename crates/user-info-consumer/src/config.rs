@@ -40,7 +40,7 @@ impl Settings {
                 "database_url",
                 "postgres://postgres:postgres@127.0.0.1:5432/user_info",
             )?
-            .set_default("database_pool_size", 2)?
+            .set_default("database_pool_size", 10)?
             .set_default("database_connect_timeout", 5)?
             .set_default("kafka_bootstrap_servers", "localhost:9092")?
             .set_default("kafka_topic", "user_service")?

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod probe;
 mod routes;
 pub mod startup;
 pub mod store;

@@ -4,4 +4,5 @@ mod auth;
 mod database;
 mod helpers;
 mod input;
+mod probe;
 mod user;
