@@ -13,7 +13,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 as_postgres() { if [ "$(id -u)" = 0 ]; then su postgres -c "$1"; else sudo -u postgres sh -c "$1"; fi; }
 
 missing=()
-for pkg in libpq-dev libssl-dev pkg-config "postgresql-$PG_VERSION" postgresql-client; do
+for pkg in libpq-dev libssl-dev pkg-config "postgresql-$PG_VERSION" postgresql-client docker-compose; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -31,6 +31,12 @@ for _ in $(seq 1 50); do
     sleep 0.2
 done
 as_postgres "psql -qtAc \"ALTER ROLE postgres PASSWORD 'postgres'\"" >/dev/null
+
+# Validates the Kubernetes manifests offline (it ships the schemas).
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "prepare: installing kubernetes-validate"
+    python3 -m pip install -q kubernetes-validate==1.37.0
+fi
 
 # The broker's default build has no storage engine; `dynostore` gives memory://.
 if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
