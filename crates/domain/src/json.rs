@@ -14,6 +14,7 @@ pub const MAX_JSON_DEPTH: usize = 64;
 /// One failing field: its JSON path (`address.zip_code`, empty for the document
 /// itself) and the rule it broke. Never carries the rejected value.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -9,13 +9,17 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// An `application/problem+json` document. `errors` lists every failing field of
 /// a validation problem and is omitted otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
+    /// A URI reference naming the kind of problem (`about:blank` for a plain status).
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// Every failing field, for validation problems only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub errors: Vec<FieldError>,
 }
 

@@ -4,8 +4,9 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod openapi;
 pub mod probe;
-mod routes;
+pub mod routes;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

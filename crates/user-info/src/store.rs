@@ -51,7 +51,9 @@ diesel::table! {
 }
 
 /// A stored user, as answered by the API.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable, Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable, Serialize, utoipa::ToSchema,
+)]
 #[diesel(table_name = user_info, check_for_backend(diesel::pg::Pg))]
 pub struct User {
     pub user_id: Uuid,

@@ -1,5 +1,5 @@
-mod health;
-mod user;
+pub mod health;
+pub mod user;
 
 use actix_web::web;
 
@@ -12,5 +12,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(user::delete_user)),
     )
     .service(web::resource("/health").route(web::get().to(health::health)))
-    .service(web::resource("/ready").route(web::get().to(health::ready)));
+    .service(web::resource("/ready").route(web::get().to(health::ready)))
+    .service(web::resource("/openapi.json").route(web::get().to(crate::openapi::openapi_json)));
 }

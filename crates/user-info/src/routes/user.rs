@@ -1,15 +1,19 @@
 use actix_web::{HttpRequest, HttpResponse, web};
-use domain::{UserChange, parse_user_id};
+use domain::{Problem, UserChange, parse_user_id};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::http::read_json_body;
+use crate::openapi::UserChangeBody;
 use crate::startup::AppState;
-use crate::store;
+use crate::store::{self, User};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserIdQuery {
+    /// The user's id, a UUID in any letter case.
+    #[param(required = true, format = Uuid)]
     user_id: Option<String>,
 }
 
@@ -25,6 +29,21 @@ impl UserIdQuery {
 /// Creates the user (201) or merges the body into it (200): absent fields stay,
 /// `""`/`null` clear. With a `user_id` the call is idempotent, so a client can
 /// safely retry a 503.
+#[utoipa::path(post, path = "/user", tag = "users",
+    request_body(content = UserChangeBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Updated: the whole stored user", body = User),
+        (status = 201, description = "Created: the whole stored user", body = User),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token (when API_TOKENS is set)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Wrong shape or invalid fields, every one listed", body = Problem, content_type = "application/problem+json"),
+        (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = [])))]
 #[tracing::instrument(name = "post_user", skip_all, fields(user_id, created))]
 pub async fn post_user(
     req: HttpRequest,
@@ -49,6 +68,16 @@ pub async fn post_user(
     Ok(response.json(user))
 }
 
+#[utoipa::path(get, path = "/user", tag = "users", params(UserIdQuery),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 400, description = "user_id missing or not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token (when API_TOKENS is set)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = [])))]
 #[tracing::instrument(name = "get_user", skip_all, fields(user_id = ?query.user_id))]
 pub async fn get_user(
     query: web::Query<UserIdQuery>,
@@ -60,6 +89,16 @@ pub async fn get_user(
         .ok_or(ApiError::UserNotFound)
 }
 
+#[utoipa::path(delete, path = "/user", tag = "users", params(UserIdQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "user_id missing or not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token (when API_TOKENS is set)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = [])))]
 #[tracing::instrument(name = "delete_user", skip_all, fields(user_id = ?query.user_id))]
 pub async fn delete_user(
     query: web::Query<UserIdQuery>,

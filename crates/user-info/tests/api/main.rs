@@ -4,5 +4,6 @@ mod auth;
 mod database;
 mod helpers;
 mod input;
+mod openapi;
 mod probe;
 mod user;

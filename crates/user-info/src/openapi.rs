@@ -1,0 +1,77 @@
+//! The OpenAPI 3 document of the service, generated from the handlers'
+//! annotations and served at `GET /openapi.json`.
+
+use actix_web::HttpResponse;
+use domain::{FieldError, Problem};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::routes;
+use crate::store::User;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "user-info",
+        description = "Creates, updates, reads and deletes users. Every error is application/problem+json (RFC 9457)."
+    ),
+    paths(
+        routes::user::post_user,
+        routes::user::get_user,
+        routes::user::delete_user,
+        routes::health::health,
+        routes::health::ready,
+        openapi_json,
+    ),
+    components(schemas(User, UserChangeBody, Problem, FieldError, Status)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+/// A `POST /user` body (and a Kafka record's value). Absent fields stay as
+/// stored; `""` or `null` clears them. Unknown fields are ignored.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct UserChangeBody {
+    /// Any letter case; generated (v4) when absent.
+    #[schema(format = Uuid, nullable)]
+    user_id: Option<String>,
+    #[schema(max_length = 150, nullable)]
+    first_name: Option<String>,
+    #[schema(max_length = 150, nullable)]
+    last_name: Option<String>,
+    /// A valid address, or blank.
+    #[schema(max_length = 254, nullable)]
+    email: Option<String>,
+    /// 3-32 characters of digits, an optional leading + and separators, or blank.
+    #[schema(max_length = 32, nullable)]
+    phone_number: Option<String>,
+}
+
+/// A probe's answer.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct Status {
+    status: String,
+}
+
+/// Bearer authentication, required only when `API_TOKENS` is set.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// This document. Open without a token.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
