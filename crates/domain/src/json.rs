@@ -36,7 +36,7 @@ pub enum ParseError {
     #[error("malformed JSON: {0}")]
     Syntax(String),
     /// Well-formed JSON of the wrong shape: wrong type, missing required field.
-    #[error("{} has the wrong shape: {}", .0.field, .0.message)]
+    #[error("{} has the wrong shape: {}", subject(&.0.field), .0.message)]
     Shape(FieldError),
     /// The right shape, but values that break the rules; lists every field.
     #[error("invalid fields: {}", describe(.0))]
@@ -51,6 +51,14 @@ impl ParseError {
             ParseError::Shape(error) => vec![error.clone()],
             ParseError::Invalid(errors) => errors.clone(),
         }
+    }
+}
+
+fn subject(field: &str) -> &str {
+    if field.is_empty() {
+        "the document"
+    } else {
+        field
     }
 }
 

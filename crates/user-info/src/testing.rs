@@ -54,6 +54,13 @@ impl TestDatabase {
         store::get(&mut self.connect(), id).unwrap()
     }
 
+    /// Like [`TestDatabase::stored`], but `None` while the database cannot be
+    /// read yet (not migrated, cut off): for polling.
+    pub fn find(&self, id: Uuid) -> Option<User> {
+        let mut conn = PgConnection::establish(&self.url).ok()?;
+        store::get(&mut conn, id).ok().flatten()
+    }
+
     pub fn count(&self) -> i64 {
         use diesel::RunQueryDsl;
         use diesel::query_dsl::QueryDsl;

@@ -192,8 +192,22 @@ impl Setup {
         self.consumer_with(&self.db.url, &self.group)
     }
 
+    pub fn consumer_with_batch_size(&self, size: usize) -> ConsumerProcess {
+        let size = size.to_string();
+        self.consumer_env(&self.db.url, &self.group, &[("CONSUMER_BATCH_SIZE", &size)])
+    }
+
     pub fn consumer_with(&self, database_url: &str, group: &str) -> ConsumerProcess {
-        ConsumerProcess::start(&[
+        self.consumer_env(database_url, group, &[])
+    }
+
+    fn consumer_env(
+        &self,
+        database_url: &str,
+        group: &str,
+        extra: &[(&str, &str)],
+    ) -> ConsumerProcess {
+        let mut vars = vec![
             ("DATABASE_URL", database_url),
             ("DATABASE_CONNECT_TIMEOUT", "1"),
             ("KAFKA_BOOTSTRAP_SERVERS", &self.broker.bootstrap),
@@ -202,7 +216,9 @@ impl Setup {
             ("KAFKA_GROUP_ID", group),
             ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
             ("KAFKA_HEARTBEAT_INTERVAL_MS", "500"),
-        ])
+        ];
+        vars.extend_from_slice(extra);
+        ConsumerProcess::start(&vars)
     }
 }
 
