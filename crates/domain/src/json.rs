@@ -4,7 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// Objects and arrays may nest at most this deep; deeper input is rejected before
@@ -74,21 +74,21 @@ fn describe(errors: &[FieldError]) -> String {
 /// shape errors.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ParseError> {
     check_depth(bytes)?;
+    // Syntax first, over the whole input: `{} garbage` is malformed (400) even
+    // though its first value would also have the wrong shape (422).
+    serde_json::from_slice::<IgnoredAny>(bytes)
+        .map_err(|error| ParseError::Syntax(position(&error)))?;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let result =
-        serde_path_to_error::deserialize(&mut deserializer).map(|Object(value): Object<T>| value);
-    let value = result.map_err(|error| {
+    let result = serde_path_to_error::deserialize(&mut deserializer)
+        .map(|Object(value): Object<T>| value);
+    result.map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => ParseError::Shape(shape_error(&path, &inner)),
             _ => ParseError::Syntax(position(&inner)),
         }
-    })?;
-    deserializer
-        .end()
-        .map_err(|error| ParseError::Syntax(position(&error)))?;
-    Ok(value)
+    })
 }
 
 fn position(error: &serde_json::Error) -> String {
@@ -249,6 +249,12 @@ mod tests {
             decode::<Probe>(b"\xff"),
             Err(ParseError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn trailing_garbage_is_a_syntax_error_even_after_a_wrongly_shaped_value() {
+        assert!(matches!(decode::<Probe>(b"{} {}"), Err(ParseError::Syntax(_))));
+        assert!(matches!(decode::<Probe>(b"[] x"), Err(ParseError::Syntax(_))));
     }
 
     #[test]
