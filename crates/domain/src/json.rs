@@ -79,8 +79,8 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ParseError>
     serde_json::from_slice::<IgnoredAny>(bytes)
         .map_err(|error| ParseError::Syntax(position(&error)))?;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let result = serde_path_to_error::deserialize(&mut deserializer)
-        .map(|Object(value): Object<T>| value);
+    let result =
+        serde_path_to_error::deserialize(&mut deserializer).map(|Object(value): Object<T>| value);
     result.map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
@@ -253,8 +253,14 @@ mod tests {
 
     #[test]
     fn trailing_garbage_is_a_syntax_error_even_after_a_wrongly_shaped_value() {
-        assert!(matches!(decode::<Probe>(b"{} {}"), Err(ParseError::Syntax(_))));
-        assert!(matches!(decode::<Probe>(b"[] x"), Err(ParseError::Syntax(_))));
+        assert!(matches!(
+            decode::<Probe>(b"{} {}"),
+            Err(ParseError::Syntax(_))
+        ));
+        assert!(matches!(
+            decode::<Probe>(b"[] x"),
+            Err(ParseError::Syntax(_))
+        ));
     }
 
     #[test]
