@@ -1,0 +1,31 @@
+//! A minimal enrichment upstream for the benchmark (`bench/run.sh`): answers every
+//! POST with a fixed JSON object, after `DELAY_MS` milliseconds (default 0).
+//!
+//! ```sh
+//! PORT=18200 DELAY_MS=50 cargo run --release --example stub_upstream
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+
+const ANSWER: &str = r#"{"risk_score":0.42,"is_adult":true,"postal_hash":1234,"user_category":"high_value","source_user_id":"12345"}"#;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::var("PORT").map_or(18200, |p| p.parse().expect("PORT"));
+    let delay = Duration::from_millis(std::env::var("DELAY_MS").map_or(0, |d| d.parse().expect("DELAY_MS")));
+    HttpServer::new(move || {
+        App::new().default_service(web::to(move |_: web::Bytes| async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            HttpResponse::Ok().content_type("application/json").body(ANSWER)
+        }))
+    })
+    .backlog(4096)
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}
