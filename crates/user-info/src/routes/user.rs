@@ -60,6 +60,7 @@ pub async fn post_user(
         .run(move |conn| store::merge(conn, id, &change.fields))
         .await?;
     span.record("created", created);
+    tracing::info!(user_id = %id, created, "user saved");
     let mut response = if created {
         HttpResponse::Created()
     } else {
@@ -85,6 +86,7 @@ pub async fn get_user(
 ) -> Result<HttpResponse, ApiError> {
     let id = query.parse()?;
     let user = state.database.run(move |conn| store::get(conn, id)).await?;
+    tracing::info!(user_id = %id, found = user.is_some(), "user read");
     user.map(|user| HttpResponse::Ok().json(user))
         .ok_or(ApiError::UserNotFound)
 }
@@ -109,6 +111,7 @@ pub async fn delete_user(
         .database
         .run(move |conn| store::delete(conn, id))
         .await?;
+    tracing::info!(user_id = %id, deleted, "user delete");
     if deleted {
         Ok(HttpResponse::NoContent().finish())
     } else {

@@ -4,6 +4,7 @@ mod auth;
 mod database;
 mod helpers;
 mod input;
+mod logs;
 mod openapi;
 mod probe;
 mod user;

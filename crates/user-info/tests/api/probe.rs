@@ -3,15 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{TestDatabase, eventually};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::helpers::{Server, TestDatabase, eventually, free_port};
 
 fn health_check(port: u16) -> bool {
     Command::new(env!("CARGO_BIN_EXE_user-info"))
@@ -21,15 +13,6 @@ fn health_check(port: u16) -> bool {
         .status()
         .unwrap()
         .success()
-}
-
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]
