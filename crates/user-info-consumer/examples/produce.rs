@@ -47,7 +47,9 @@ async fn main() {
             .collect();
         let sends = records.iter().map(|(key, value)| {
             producer.send(
-                FutureRecord::to(topic).key(key.as_str()).payload(value.as_str()),
+                FutureRecord::to(topic)
+                    .key(key.as_str())
+                    .payload(value.as_str()),
                 Duration::from_secs(120),
             )
         });

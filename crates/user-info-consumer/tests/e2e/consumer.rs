@@ -163,6 +163,17 @@ async fn poison_goes_to_the_dlq_with_its_headers_while_the_valid_messages_around
     })
     .await;
     assert!(dead, "the metric counts the dead letters");
+    let logs = std::fs::read_to_string(&consumer.log).unwrap();
+    assert!(
+        logs.contains("dlq-reason") || logs.contains("dead-letter"),
+        "dead letters are logged"
+    );
+    for secret in ["not-an-email", "Nobody"] {
+        assert!(
+            !logs.contains(secret),
+            "{secret} leaked into the consumer's logs"
+        );
+    }
 }
 
 #[tokio::test]

@@ -23,11 +23,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn log_file(name: &str) -> Stdio {
+fn log_path(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}-{}.log", Uuid::new_v4().simple()));
-    Stdio::from(std::fs::File::create(path).unwrap())
+    dir.join(format!("{name}-{}.log", Uuid::new_v4().simple()))
+}
+
+fn log_file(name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(log_path(name)).unwrap())
 }
 
 /// The tansu binary: `TANSU_BIN`, else the one `.ci/run` installs, else `PATH`.
@@ -225,11 +228,15 @@ impl Setup {
 pub struct ConsumerProcess {
     child: Child,
     pub metrics: String,
+    /// Everything the process printed (stdout and stderr), as in production.
+    pub log: PathBuf,
 }
 
 impl ConsumerProcess {
     pub fn start(vars: &[(&str, &str)]) -> Self {
         let port = free_port();
+        let log = log_path("consumer");
+        let output = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_user-info-consumer"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -237,13 +244,14 @@ impl ConsumerProcess {
             .env("CONSUMER_METRICS_HOST", "127.0.0.1")
             .env("CONSUMER_METRICS_PORT", port.to_string())
             .envs(vars.iter().copied())
-            .stdout(log_file("consumer"))
-            .stderr(log_file("consumer-err"))
+            .stdout(Stdio::from(output.try_clone().unwrap()))
+            .stderr(Stdio::from(output))
             .spawn()
             .unwrap();
         ConsumerProcess {
             child,
             metrics: format!("http://127.0.0.1:{port}"),
+            log,
         }
     }
 
