@@ -7,6 +7,7 @@ pub mod enrichment;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -13,7 +13,7 @@ use crate::enrichment::EnrichmentClient;
 use crate::error::{ApiError, problem_for_any_error};
 use crate::limits::{BodyTimeout, limit_request_head};
 use crate::metrics::{Metrics, record_request};
-use crate::routes;
+use crate::{openapi, routes};
 
 pub struct Application {
     port: u16,
@@ -98,7 +98,8 @@ struct State {
 }
 
 /// Every route of the service. Errors are answered as problem+json, including a
-/// wrong method (with `Allow`).
+/// wrong method (with `Allow`). Only `/users` and `/dummy-enrich` require a token;
+/// the probes, `/metrics` and `/openapi.json` stay open.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(
@@ -109,6 +110,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/metrics")
                 .route(web::get().to(routes::metrics))
+                .default_service(only("GET")),
+        )
+        .service(
+            web::resource("/openapi.json")
+                .route(web::get().to(openapi::openapi_json))
                 .default_service(only("GET")),
         )
         .service(

@@ -5,22 +5,36 @@
 //! after any restart.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use domain::Profile;
+use domain::{Problem, Profile};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::limits::read_json_body;
 
-#[derive(Debug, PartialEq, Serialize)]
+/// The answer of `POST /dummy-enrich`.
+#[derive(Debug, PartialEq, Serialize, ToSchema)]
 pub struct ReferenceEnrichment<'a> {
     /// In `0..=1`, four decimals.
+    #[schema(minimum = 0, maximum = 1)]
     pub risk_score: f64,
+    /// Age 18 or over; false when the age is absent.
     pub is_adult: bool,
-    /// In `0..=9999`; `None` without a postal code.
+    /// In `0..=9999`, from a stable hash of the postal code; null without one.
+    #[schema(minimum = 0, maximum = 9999)]
     pub postal_hash: Option<u16>,
-    pub user_category: &'static str,
+    pub user_category: UserCategory,
+    /// The profile's `userId`.
     pub source_user_id: &'a str,
+}
+
+/// `high_value` above age 25, `standard` otherwise (also without an age).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserCategory {
+    HighValue,
+    Standard,
 }
 
 pub fn reference_enrichment(profile: &Profile) -> ReferenceEnrichment<'_> {
@@ -33,9 +47,9 @@ pub fn reference_enrichment(profile: &Profile) -> ReferenceEnrichment<'_> {
             .postal_code()
             .map(|code| (leading_u64(code) % 10_000) as u16),
         user_category: if age.is_some_and(|age| age > 25) {
-            "high_value"
+            UserCategory::HighValue
         } else {
-            "standard"
+            UserCategory::Standard
         },
         source_user_id: profile.user_id(),
     }
@@ -50,6 +64,20 @@ fn leading_u64(text: &str) -> u64 {
 }
 
 /// Accepts exactly what `POST /users` accepts, so the service can be its own upstream.
+#[utoipa::path(post, path = "/dummy-enrich", tag = "enrichment",
+    request_body(content = crate::openapi::ProfileBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The reference enrichment, derived deterministically from the profile", body = ReferenceEnrichment),
+        (status = 400, description = "Malformed JSON, or a body that could not be read", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token (when API_TOKENS is set)", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Wrong shape or invalid fields, every one listed", body = Problem, content_type = "application/problem+json"),
+        (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = [])))]
 #[tracing::instrument(
     name = "reference enrichment",
     skip_all,
@@ -81,7 +109,7 @@ mod tests {
         );
         let enrichment = reference_enrichment(&profile);
         assert!(enrichment.is_adult);
-        assert_eq!(enrichment.user_category, "high_value");
+        assert_eq!(enrichment.user_category, UserCategory::HighValue);
         assert_eq!(enrichment.source_user_id, "12345");
         assert!((0.0..=1.0).contains(&enrichment.risk_score));
         assert!(enrichment.postal_hash.is_some_and(|hash| hash <= 9999));
@@ -96,11 +124,11 @@ mod tests {
             let e = reference_enrichment(&p);
             (e.is_adult, e.user_category)
         };
-        assert_eq!(at(""), (false, "standard"));
-        assert_eq!(at(r#","age":17"#), (false, "standard"));
-        assert_eq!(at(r#","age":18"#), (true, "standard"));
-        assert_eq!(at(r#","age":25"#), (true, "standard"));
-        assert_eq!(at(r#","age":26"#), (true, "high_value"));
+        assert_eq!(at(""), (false, UserCategory::Standard));
+        assert_eq!(at(r#","age":17"#), (false, UserCategory::Standard));
+        assert_eq!(at(r#","age":18"#), (true, UserCategory::Standard));
+        assert_eq!(at(r#","age":25"#), (true, UserCategory::Standard));
+        assert_eq!(at(r#","age":26"#), (true, UserCategory::HighValue));
     }
 
     #[test]
@@ -118,5 +146,9 @@ mod tests {
         let enrichment = reference_enrichment(&p);
         assert_eq!(enrichment.postal_hash, Some(4506));
         assert_eq!(enrichment.risk_score, 0.4196);
+        assert_eq!(
+            serde_json::to_value(&enrichment).unwrap()["user_category"],
+            "standard"
+        );
     }
 }

@@ -1,8 +1,15 @@
 use actix_web::{HttpResponse, web};
+use domain::Problem;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
+/// Prometheus text exposition; open without a token.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn metrics(metrics: web::Data<Metrics>) -> Result<HttpResponse, ApiError> {
     let body = metrics.render().map_err(ApiError::Metrics)?;
     Ok(HttpResponse::Ok()

@@ -1,9 +1,9 @@
-mod dummy;
-mod health;
-mod metrics;
-mod users;
+pub mod dummy;
+pub mod health;
+pub mod metrics;
+pub mod users;
 
-pub use dummy::{ReferenceEnrichment, dummy_enrich, reference_enrichment};
+pub use dummy::{ReferenceEnrichment, UserCategory, dummy_enrich, reference_enrichment};
 pub use health::{Environment, health};
 pub use metrics::metrics;
 pub use users::enrich_user;

@@ -1,19 +1,47 @@
 use actix_web::{HttpRequest, HttpResponse, web};
-use domain::Profile;
+use domain::{Problem, Profile};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::enrichment::EnrichmentClient;
 use crate::error::ApiError;
 use crate::limits::read_json_body;
+use crate::openapi::ProfileBody;
 
-#[derive(Serialize)]
-struct Enriched<'a> {
+/// The answer of `POST /users`.
+#[derive(Serialize, ToSchema)]
+pub struct Enriched<'a> {
+    /// The normalised profile, with the client's field names; also the body sent
+    /// upstream.
+    #[schema(value_type = ProfileBody)]
     user: &'a Profile,
+    /// The upstream's JSON object, verbatim.
+    #[schema(value_type = Object)]
     enrichment: &'a RawValue,
 }
 
-/// Only the user id is recorded: the rest of a profile is personal data.
+/// Validates a profile and enriches it through the upstream API, within
+/// `EXTERNAL_API_DEADLINE`, retrying transient failures.
+#[utoipa::path(post, path = "/users", tag = "enrichment",
+    request_body(content = ProfileBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The normalised profile and the upstream's enrichment", body = Enriched),
+        (status = 400, description = "Malformed JSON, or a body that could not be read", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token (when API_TOKENS is set)", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Wrong shape or invalid fields, every one listed", body = Problem, content_type = "application/problem+json"),
+        (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The upstream refused the request, answered something other than a JSON object, or still failed after every retry", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No upstream slot became free within MAX_CONCURRENCY_WAIT", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        (status = 504, description = "EXTERNAL_API_DEADLINE passed before the upstream answered", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = [])))]
+// Only the user id is recorded: the rest of a profile is personal data.
 #[tracing::instrument(
     name = "enrich user",
     skip_all,

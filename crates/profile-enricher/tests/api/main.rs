@@ -5,6 +5,7 @@ mod dummy_enrich;
 mod health;
 mod helpers;
 mod http_errors;
+mod openapi;
 mod upstream;
 mod users;
 mod validation;

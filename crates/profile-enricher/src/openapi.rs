@@ -1,0 +1,107 @@
+//! The OpenAPI 3 document of the service, generated from the handlers'
+//! annotations and served at `GET /openapi.json`.
+
+use actix_web::HttpResponse;
+use domain::{FieldError, Problem};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "profile-enricher",
+        description = "Validates user profiles and enriches them through an upstream API. Every error is application/problem+json (RFC 9457)."
+    ),
+    paths(
+        routes::users::enrich_user,
+        routes::dummy::dummy_enrich,
+        routes::health::health,
+        routes::metrics::metrics,
+        openapi_json,
+    ),
+    components(schemas(
+        ProfileBody,
+        AddressBody,
+        routes::users::Enriched,
+        routes::ReferenceEnrichment,
+        routes::UserCategory,
+        routes::health::Health,
+        Problem,
+        FieldError,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+/// A profile: the body of `POST /users` and `POST /dummy-enrich`, and the `user` of
+/// the answer (normalised: text trimmed, e-mail lower-cased, time in UTC; absent
+/// optional fields answered as `null`). Unknown fields are ignored.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ProfileBody {
+    /// 1-64 characters once trimmed.
+    #[serde(rename = "userId")]
+    #[schema(min_length = 1, max_length = 64)]
+    user_id: String,
+    /// 3-32 letters, digits, `_`, `.` or `-`.
+    #[schema(min_length = 3, max_length = 32, pattern = r"^[A-Za-z0-9_.-]*$")]
+    username: String,
+    /// Trimmed and lower-cased.
+    #[schema(format = Email)]
+    email: String,
+    #[schema(minimum = 1, maximum = 129)]
+    age: Option<u8>,
+    address: Option<AddressBody>,
+    /// An RFC 3339 timestamp; answered in UTC.
+    #[serde(rename = "signupTs")]
+    #[schema(format = DateTime)]
+    signup_ts: Option<String>,
+}
+
+/// A postal address. The postal code may be sent as `zip_code` or `postalCode`
+/// (not both) and is answered under the same key; without one, the answer has
+/// `"zip_code": null`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct AddressBody {
+    #[schema(min_length = 1, max_length = 200)]
+    street: String,
+    #[schema(min_length = 1, max_length = 200)]
+    city: String,
+    /// Blank means absent.
+    #[schema(max_length = 100)]
+    state: Option<String>,
+    /// 1-20 letters, digits, spaces or `-`.
+    #[schema(min_length = 1, max_length = 20, pattern = "^[A-Za-z0-9 -]*$")]
+    zip_code: Option<String>,
+    /// The same as `zip_code`, under the other accepted name.
+    #[serde(rename = "postalCode")]
+    #[schema(min_length = 1, max_length = 20, pattern = "^[A-Za-z0-9 -]*$")]
+    postal_code: Option<String>,
+}
+
+/// Bearer authentication, required only when `API_TOKENS` is set.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// This document. Open without a token.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses(
+        (status = 200, description = "The OpenAPI 3 document", content_type = "application/json"),
+        (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
