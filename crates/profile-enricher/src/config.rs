@@ -216,11 +216,31 @@ mod tests {
 
     #[test]
     fn an_empty_external_api_url_means_the_built_in_one() {
+        for blank in ["", "  "] {
+            assert!(
+                with(&[("EXTERNAL_API_URL", blank)])
+                    .unwrap()
+                    .external_api_url
+                    .is_none()
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_api_tokens_turns_authentication_off() {
+        for blank in ["", " , "] {
+            assert!(
+                !with(&[("API_TOKENS", blank)])
+                    .unwrap()
+                    .api_tokens
+                    .is_enabled()
+            );
+        }
         assert!(
-            with(&[("EXTERNAL_API_URL", "")])
+            with(&[("API_TOKENS", "t")])
                 .unwrap()
-                .external_api_url
-                .is_none()
+                .api_tokens
+                .is_enabled()
         );
     }
 }

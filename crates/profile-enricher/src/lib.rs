@@ -8,6 +8,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod probe;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -1,66 +1,17 @@
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use crate::helpers::{README_EXAMPLE, assert_problem, spawn_app};
+use crate::helpers::{
+    Process, README_EXAMPLE, assert_problem, binary, free_port, spawn_app, start,
+};
 
-/// A running `profile-enricher` binary, killed when dropped - also when the test
-/// fails half-way.
-struct Process {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_binary(http: &reqwest::Client) -> Process {
+async fn start_binary() -> Process {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_profile-enricher"))
-        .env("ENRICHER_HOST", "127.0.0.1")
-        .env("ENRICHER_PORT", port.to_string())
-        // Set, not removed: a developer's `.env` must not fill them in.
-        .env("EXTERNAL_API_URL", "")
-        .env("API_TOKENS", "")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start profile-enricher");
-    let mut process = Process {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    for _ in 0..200 {
-        if let Some(status) = process.child.try_wait().unwrap() {
-            panic!("profile-enricher exited early: {status}");
-        }
-        let health = http.get(format!("{}/health", process.address)).send().await;
-        if health.is_ok_and(|response| response.status() == 200) {
-            return process;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("profile-enricher did not become healthy");
+    start(binary(port), port).await
 }
 
 async fn dummy_enrich(http: &reqwest::Client, process: &Process, body: &str) -> String {
     let response = http
-        .post(format!("{}/dummy-enrich", process.address))
+        .post(format!("{}/dummy-enrich", process.address()))
         .header("content-type", "application/json")
         .body(body.to_owned())
         .send()
@@ -73,8 +24,8 @@ async fn dummy_enrich(http: &reqwest::Client, process: &Process, body: &str) -> 
 #[tokio::test]
 async fn dummy_enrich_answers_the_same_in_two_processes() {
     let http = reqwest::Client::new();
-    let first = start_binary(&http).await;
-    let second = start_binary(&http).await;
+    let first = start_binary().await;
+    let second = start_binary().await;
     let inputs = [
         README_EXAMPLE.to_owned(),
         json!({"userId": "u-2", "username": "abc", "email": "a@b.co"}).to_string(),

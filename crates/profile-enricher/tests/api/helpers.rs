@@ -1,6 +1,8 @@
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use profile_enricher::config::{Settings, from_variables};
@@ -238,6 +240,108 @@ async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> bool {
         match socket.read(&mut chunk).await {
             Ok(0) | Err(_) => return false,
             Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
+/// A running `profile-enricher` binary, killed by its PID when dropped - also when
+/// the test fails half-way.
+pub struct Process {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Process {
+    pub fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary, configured to listen on loopback at `port`. The variables that
+/// matter are set, not removed, so a developer's `.env` cannot fill them in:
+/// no upstream (the built-in `/dummy-enrich`), no tokens, warnings only, compact
+/// logs. Callers add or override variables before spawning.
+pub fn binary(port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_profile-enricher"));
+    command
+        .env("ENRICHER_HOST", "127.0.0.1")
+        .env("ENRICHER_PORT", port.to_string())
+        .env("EXTERNAL_API_URL", "")
+        .env("API_TOKENS", "")
+        .env("RUST_LOG", "warn")
+        .env("LOG_FORMAT", "")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+pub fn spawn(mut command: Command, port: u16) -> Process {
+    Process {
+        child: command.spawn().expect("start profile-enricher"),
+        port,
+    }
+}
+
+/// Spawns the binary and waits (boundedly) until its `/health` answers 200.
+pub async fn start(command: Command, port: u16) -> Process {
+    let http = reqwest::Client::new();
+    let mut process = spawn(command, port);
+    for _ in 0..400 {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            panic!("profile-enricher exited early: {status}");
+        }
+        let health = http
+            .get(format!("{}/health", process.address()))
+            .send()
+            .await;
+        if health.is_ok_and(|response| response.status() == 200) {
+            return process;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("profile-enricher did not become healthy");
+}
+
+/// The lines the process writes to stdout (it must have been spawned with a piped
+/// stdout), read on a thread so the pipe never fills up.
+pub fn stdout_lines(process: &mut Process) -> mpsc::Receiver<String> {
+    let stdout = process.child.stdout.take().expect("a piped stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// The first line containing `needle`, waiting at most 20 s for it.
+pub fn line_containing(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(error) => panic!("no line containing {needle:?}: {error}"),
         }
     }
 }

@@ -1,11 +1,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod binary;
 mod dummy_enrich;
 mod health;
 mod helpers;
 mod http_errors;
 mod openapi;
+mod probe;
 mod upstream;
 mod users;
 mod validation;
