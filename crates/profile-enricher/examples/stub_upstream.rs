@@ -15,13 +15,17 @@ const ANSWER: &str = r#"{"risk_score":0.42,"is_adult":true,"postal_hash":1234,"u
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::var("PORT").map_or(18200, |p| p.parse().expect("PORT"));
-    let delay = Duration::from_millis(std::env::var("DELAY_MS").map_or(0, |d| d.parse().expect("DELAY_MS")));
+    let delay = Duration::from_millis(
+        std::env::var("DELAY_MS").map_or(0, |d| d.parse().expect("DELAY_MS")),
+    );
     HttpServer::new(move || {
         App::new().default_service(web::to(move |_: web::Bytes| async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            HttpResponse::Ok().content_type("application/json").body(ANSWER)
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(ANSWER)
         }))
     })
     .backlog(4096)
