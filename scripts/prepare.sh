@@ -13,7 +13,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 as_postgres() { if [ "$(id -u)" = 0 ]; then su postgres -c "$1"; else sudo -u postgres sh -c "$1"; fi; }
 
 missing=()
-for pkg in libpq-dev libssl-dev pkg-config "postgresql-$PG_VERSION" postgresql-client docker-compose; do
+for pkg in libpq-dev libssl-dev pkg-config "postgresql-$PG_VERSION" "postgresql-client-$PG_VERSION" docker-compose; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
