@@ -35,17 +35,28 @@ pub struct ApiDoc;
 #[allow(dead_code)]
 pub struct UserChangeBody {
     /// Any letter case; generated (v4) when absent.
-    #[schema(format = Uuid, nullable)]
+    #[schema(format = Uuid, nullable, pattern = r"^\s*([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})\s*$")]
     user_id: Option<String>,
-    #[schema(max_length = 150, nullable)]
+    /// Trimmed; at most 150 characters; `""` or `null` clears.
+    #[schema(max_length = 150, nullable, pattern = r"^[^\x00]*$")]
     first_name: Option<String>,
-    #[schema(max_length = 150, nullable)]
+    /// Trimmed; at most 150 characters; `""` or `null` clears.
+    #[schema(max_length = 150, nullable, pattern = r"^[^\x00]*$")]
     last_name: Option<String>,
-    /// A valid address, or blank.
-    #[schema(max_length = 254, nullable)]
+    /// A valid address (its domain dotted), or blank to clear.
+    #[schema(
+        max_length = 254,
+        nullable,
+        pattern = r"^\s*([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+)?\s*$"
+    )]
     email: Option<String>,
-    /// 3-32 characters of digits, an optional leading + and separators, or blank.
-    #[schema(max_length = 32, nullable)]
+    /// Digits with an optional leading + and separators (space - . ( )), 3-32
+    /// characters, at least one digit; or blank to clear.
+    #[schema(
+        max_length = 32,
+        nullable,
+        pattern = r"^\s*(\+?[0-9 .()-]*[0-9][0-9 .()-]*)?\s*$"
+    )]
     phone_number: Option<String>,
 }
 
