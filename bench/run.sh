@@ -13,6 +13,10 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-15}
 MESSAGES=${MESSAGES:-500000}
 CONNECTIONS=${CONNECTIONS:-32}
+# Which groups of points to run (a partial run prints its table but leaves
+# BENCHMARKS.md alone): api (1, 2), ingest (3), enricher (4, 5).
+POINTS=${POINTS:-api,ingest,enricher}
+want() { [[ ",$POINTS," == *",$1,"* ]]; }
 OUT=${OUT:-BENCHMARKS.md}
 
 scripts/prepare.sh >/dev/null
@@ -69,6 +73,8 @@ row() { rows+=("| $1 | $2 | $3 | $4 | $5 | $6 | $7 | $8 |"); echo "bench: $1: $2
 
 psql -q "$ADMIN/postgres" -c "CREATE DATABASE $DB" -c "CREATE DATABASE $INGEST_DB"
 
+get_errors=-; post_errors=-; instant_errors=-; slow_errors=-
+if want api; then
 # --- 1, 2: user-info against pgbench ------------------------------------------
 port=$(free_port)
 start user-info env USER_INFO_HOST=127.0.0.1 USER_INFO_PORT="$port" DATABASE_URL="$ADMIN/$DB" "$BIN/user-info"
@@ -89,7 +95,9 @@ pgbench_tps "$DB" -n -f bench/pgbench/upsert.sql -c 16 -j 2 -T "$DURATION"
 row "POST /user update" "$RPS req/s" "$P50" "$P99" "$(peak_rss "$ui") MiB" "single-row upsert, 16 clients: $TPS tps" "$(ratio "$RPS" "$TPS")" ">= 0.6"
 post_errors=$ERRORS
 kill "$ui"
+fi
 
+if want ingest; then
 # --- 3: consumer ingest against batched upserts ---------------------------------
 kport=$(free_port)
 start tansu "$TANSU" broker --listener-url "tcp://127.0.0.1:$kport" \
@@ -121,6 +129,9 @@ pgbench_tps "$INGEST_DB" -n -f bench/pgbench/batch_upsert.sql -c 1 -j 1 -T "$DUR
 batch_rows=$((TPS * 500))
 row "consumer ingest ($MESSAGES messages, cold)" "$rate msg/s" "first row after ${join} s" "-" "$consumer_rss MiB" "batched upsert (500 rows), 1 client: $batch_rows rows/s" "$(ratio "$rate" "$batch_rows")" ">= 0.5"
 
+fi
+
+if want enricher; then
 # --- 4, 5: profile-enricher against a stub upstream ------------------------------
 sport=$(free_port)
 start stub env PORT="$sport" "$BIN/examples/stub_upstream"
@@ -146,6 +157,7 @@ wait_http "http://127.0.0.1:$eport/health"
 wrk_point enrich-slow "http://127.0.0.1:$eport" bench/post_profile.lua
 row "POST /users, 50 ms upstream, MAX_CONCURRENCY=8" "$RPS req/s" "$P50" "$P99" "$(peak_rss "$enricher") MiB" "ceiling 8 / 0.05 s = 160 req/s" "$(ratio "$RPS" 160)" ">= 0.97"
 slow_errors=$ERRORS
+fi
 
 # --- report ------------------------------------------------------------------------
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
@@ -161,7 +173,9 @@ Non-2xx answers: GET $get_errors, POST $post_errors, enricher (instant) $instant
 REPORT
 )
 echo "$report"
-if [ -f "$OUT" ] && grep -q '<!-- results:start -->' "$OUT"; then
+if [ "$POINTS" != "api,ingest,enricher" ]; then
+    echo "bench: partial run ($POINTS), $OUT left unchanged"
+elif [ -f "$OUT" ] && grep -q '<!-- results:start -->' "$OUT"; then
     python3 - "$OUT" "$report" <<'PY'
 import sys
 path, report = sys.argv[1], sys.argv[2]
@@ -173,4 +187,4 @@ PY
 else
     printf '# Benchmarks\n\n<!-- results:start -->\n%s\n<!-- results:end -->\n' "$report" >"$OUT"
 fi
-echo "bench: results written to $OUT"
+if [ "$POINTS" = "api,ingest,enricher" ]; then echo "bench: results written to $OUT"; fi

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::r2d2::{ConnectionManager, ManageConnection, Pool, PooledConnection};
 use diesel::sql_types::{Array, Nullable, Text};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use domain::user::Folded;
@@ -25,8 +25,40 @@ use domain::{UserFields, user::Change};
 use serde::Serialize;
 use uuid::Uuid;
 
-pub type PgPool = Pool<ConnectionManager<PgConnection>>;
-pub type PgPooled = PooledConnection<ConnectionManager<PgConnection>>;
+pub type PgPool = Pool<Manager>;
+pub type PgPooled = PooledConnection<Manager>;
+
+/// A pooled connection that remembers whether it failed. diesel only notices a
+/// broken *transaction*, not a dead socket; rather than pinging the server on
+/// every checkout (a round trip per request), a connection whose work failed is
+/// discarded when it goes back to the pool, and the next checkout reconnects.
+pub struct PgConn {
+    conn: PgConnection,
+    failed: bool,
+}
+
+/// The pool's connection manager: diesel's, plus the [`PgConn`] rule.
+pub struct Manager(ConnectionManager<PgConnection>);
+
+impl ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PgConn, Self::Error> {
+        self.0.connect().map(|conn| PgConn {
+            conn,
+            failed: false,
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), Self::Error> {
+        self.0.is_valid(&mut conn.conn)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.failed || self.0.has_broken(&mut conn.conn)
+    }
+}
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
@@ -128,8 +160,10 @@ impl Database {
         }
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
-            work(&mut conn)
+            let mut pooled = pool.get()?;
+            let result = work(&mut pooled.conn);
+            pooled.failed = result.is_err();
+            result
         })
         .await
         .map_err(|error| StoreError::Unavailable(error.into()))?
@@ -145,8 +179,10 @@ impl Database {
         loop {
             let pool = self.pool.clone();
             let outcome = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                let mut conn = pool.get()?;
-                migrate(&mut conn)
+                let mut pooled = pool.get()?;
+                let result = migrate(&mut pooled.conn);
+                pooled.failed = result.is_err();
+                result
             })
             .await;
             match outcome {
@@ -172,8 +208,9 @@ pub fn pool(database_url: &str, size: u32, connect_timeout: Duration) -> PgPool 
     Pool::builder()
         .max_size(size.max(1))
         .min_idle(Some(0))
+        .test_on_check_out(false)
         .connection_timeout(connect_timeout)
-        .build_unchecked(ConnectionManager::new(database_url))
+        .build_unchecked(Manager(ConnectionManager::new(database_url)))
 }
 
 /// Applies pending migrations under an advisory lock, so that replicas starting
@@ -216,7 +253,7 @@ pub fn merge(
     id: Uuid,
     fields: &UserFields,
 ) -> Result<(User, bool), StoreError> {
-    merge_many(conn, &[(id, fields)])?
+    merge_many(conn, &[(id, fields)], Expect::Existing)?
         .pop()
         .ok_or(StoreError::Contention)
 }
@@ -245,27 +282,41 @@ pub fn apply_batch(
                 Folded::Delete => None,
             })
             .collect();
-        merge_many(conn, &merged)?;
+        merge_many(conn, &merged, Expect::New)?;
         Ok(())
     })
+}
+
+/// Which rows a merge expects to find, to try the statement that usually does
+/// all the work first: a `POST /user` mostly updates, a batch from Kafka (a
+/// backfill, new users) mostly inserts. Either order gives the same result.
+#[derive(Clone, Copy)]
+enum Expect {
+    Existing,
+    New,
 }
 
 /// The merge itself; `changes` must name each user at most once.
 fn merge_many(
     conn: &mut PgConnection,
     changes: &[(Uuid, &UserFields)],
+    expect: Expect,
 ) -> Result<Vec<(User, bool)>, StoreError> {
+    let order = match expect {
+        Expect::Existing => [(UPDATE_SQL, false), (INSERT_SQL, true)],
+        Expect::New => [(INSERT_SQL, true), (UPDATE_SQL, false)],
+    };
     let mut done = Vec::with_capacity(changes.len());
     let mut pending: Vec<(Uuid, &UserFields)> = changes.to_vec();
     for _ in 0..MERGE_ATTEMPTS {
         if pending.is_empty() {
             return Ok(done);
         }
-        for (sql, created) in [(UPDATE_SQL, false), (INSERT_SQL, true)] {
+        for (statement, created) in order {
             if pending.is_empty() {
                 break;
             }
-            let written = run_merge_statement(conn, sql, &pending)?;
+            let written = run_merge_statement(conn, statement, &pending)?;
             let ids: HashSet<Uuid> = written.iter().map(|user| user.user_id).collect();
             pending.retain(|(id, _)| !ids.contains(id));
             done.extend(written.into_iter().map(|user| (user, created)));
@@ -278,43 +329,95 @@ fn merge_many(
     }
 }
 
-const UPDATE_SQL: &str = "\
-UPDATE user_info AS u SET
-    first_name = COALESCE(c.first_name, u.first_name),
-    last_name = COALESCE(c.last_name, u.last_name),
-    email = COALESCE(c.email, u.email),
-    phone_number = COALESCE(c.phone_number, u.phone_number),
-    updated_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
-    AS c(user_id, first_name, last_name, email, phone_number)
-WHERE u.user_id = c.user_id
-RETURNING u.*";
+/// The two merge statements, around `unnest(<the changes>)`.
+const UPDATE_SQL: (&str, &str) = (
+    "UPDATE user_info AS u SET \
+        first_name = COALESCE(c.first_name, u.first_name), \
+        last_name = COALESCE(c.last_name, u.last_name), \
+        email = COALESCE(c.email, u.email), \
+        phone_number = COALESCE(c.phone_number, u.phone_number), \
+        updated_at = now() \
+     FROM ",
+    " AS c(user_id, first_name, last_name, email, phone_number) \
+     WHERE u.user_id = c.user_id \
+     RETURNING u.*",
+);
 
-const INSERT_SQL: &str = "\
-INSERT INTO user_info (user_id, first_name, last_name, email, phone_number)
-SELECT c.user_id, COALESCE(c.first_name, ''), COALESCE(c.last_name, ''),
-       COALESCE(c.email, ''), COALESCE(c.phone_number, '')
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
-    AS c(user_id, first_name, last_name, email, phone_number)
-ON CONFLICT (user_id) DO NOTHING
-RETURNING *";
+const INSERT_SQL: (&str, &str) = (
+    "INSERT INTO user_info (user_id, first_name, last_name, email, phone_number) \
+     SELECT c.user_id, COALESCE(c.first_name, ''), COALESCE(c.last_name, ''), \
+            COALESCE(c.email, ''), COALESCE(c.phone_number, '') \
+     FROM ",
+    " AS c(user_id, first_name, last_name, email, phone_number) \
+     ON CONFLICT (user_id) DO NOTHING \
+     RETURNING *",
+);
 
 /// Runs one of the merge statements with the changes bound as parallel arrays
-/// (`NULL` = field absent from the change).
+/// (`NULL` = field absent from the change). Unlike `sql_query`, this statement
+/// is prepared once per connection and reused.
 fn run_merge_statement(
     conn: &mut PgConnection,
-    sql: &str,
+    (head, tail): (&'static str, &'static str),
     changes: &[(Uuid, &UserFields)],
 ) -> QueryResult<Vec<User>> {
     let column = |pick: fn(&UserFields) -> Option<&str>| -> Vec<Option<&str>> {
         changes.iter().map(|(_, fields)| pick(fields)).collect()
     };
-    let ids: Vec<Uuid> = changes.iter().map(|(id, _)| *id).collect();
-    diesel::sql_query(sql)
-        .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
-        .bind::<Array<Nullable<Text>>, _>(column(|f| f.first_name.as_ref().map(|v| v.as_str())))
-        .bind::<Array<Nullable<Text>>, _>(column(|f| f.last_name.as_ref().map(|v| v.as_str())))
-        .bind::<Array<Nullable<Text>>, _>(column(|f| f.email.as_ref().map(|v| v.as_str())))
-        .bind::<Array<Nullable<Text>>, _>(column(|f| f.phone_number.as_ref().map(|v| v.as_str())))
-        .load(conn)
+    MergeStatement {
+        head,
+        tail,
+        ids: changes.iter().map(|(id, _)| *id).collect(),
+        first_names: column(|f| f.first_name.as_ref().map(|v| v.as_str())),
+        last_names: column(|f| f.last_name.as_ref().map(|v| v.as_str())),
+        emails: column(|f| f.email.as_ref().map(|v| v.as_str())),
+        phone_numbers: column(|f| f.phone_number.as_ref().map(|v| v.as_str())),
+    }
+    .load(conn)
 }
+
+/// [`UPDATE_SQL`] or [`INSERT_SQL`] around `unnest` of its five array parameters.
+struct MergeStatement<'a> {
+    head: &'static str,
+    tail: &'static str,
+    ids: Vec<Uuid>,
+    first_names: Vec<Option<&'a str>>,
+    last_names: Vec<Option<&'a str>>,
+    emails: Vec<Option<&'a str>>,
+    phone_numbers: Vec<Option<&'a str>>,
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for MergeStatement<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        out.push_sql(self.head);
+        out.push_sql("unnest(");
+        out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(&self.ids)?;
+        for column in [
+            &self.first_names,
+            &self.last_names,
+            &self.emails,
+            &self.phone_numbers,
+        ] {
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(column)?;
+        }
+        out.push_sql(")");
+        out.push_sql(self.tail);
+        Ok(())
+    }
+}
+
+/// No static id: diesel caches the prepared statement by its SQL text instead.
+impl diesel::query_builder::QueryId for MergeStatement<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for MergeStatement<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl RunQueryDsl<PgConnection> for MergeStatement<'_> {}
