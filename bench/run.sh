@@ -150,12 +150,18 @@ kill "$enricher"
 slow=$(free_port)
 start slow-stub env PORT="$slow" DELAY_MS=50 "$BIN/examples/stub_upstream"
 wait_http "http://127.0.0.1:$slow/"
+# The stub's own answer time is a little over 50 ms (timer granularity, HTTP):
+# 8 connections straight at it give the ceiling this machine can really reach.
+CONNECTIONS_SAVED=$CONNECTIONS; CONNECTIONS=8
+wrk_point slow-stub "http://127.0.0.1:$slow/users" bench/post_profile.lua
+CONNECTIONS=$CONNECTIONS_SAVED
+slow_ceiling=$RPS
 eport=$(free_port)
 start enricher-slow env ENRICHER_HOST=127.0.0.1 ENRICHER_PORT="$eport" EXTERNAL_API_URL="http://127.0.0.1:$slow/enrich" "$BIN/profile-enricher"
 enricher=$PID
 wait_http "http://127.0.0.1:$eport/health"
 wrk_point enrich-slow "http://127.0.0.1:$eport" bench/post_profile.lua
-row "POST /users, 50 ms upstream, MAX_CONCURRENCY=8" "$RPS req/s" "$P50" "$P99" "$(peak_rss "$enricher") MiB" "ceiling 8 / 0.05 s = 160 req/s" "$(ratio "$RPS" 160)" ">= 0.97"
+row "POST /users, 50 ms upstream, MAX_CONCURRENCY=8" "$RPS req/s" "$P50" "$P99" "$(peak_rss "$enricher") MiB" "ceiling 8 / 0.05 s = 160 req/s (the stub straight, 8 connections: $slow_ceiling req/s)" "$(ratio "$RPS" 160)" ">= 0.97"
 slow_errors=$ERRORS
 fi
 
