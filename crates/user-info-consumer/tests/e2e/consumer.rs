@@ -354,3 +354,39 @@ async fn sigterm_makes_the_consumer_exit_0_within_10_seconds() {
         "exit status: {status:?}"
     );
 }
+
+#[tokio::test]
+async fn a_missing_dead_letter_topic_holds_the_poison_until_the_topic_exists() {
+    let setup = Setup::without_dead_letter_topic(1).await;
+    let consumer = setup.consumer();
+    let after = Uuid::new_v4();
+    let records = [
+        Record::raw("poison", b"not json"),
+        Record::user(after, json!({"user_id": after, "first_name": "After"})),
+    ];
+    produce(&setup.broker.producer(), &setup.topic, &records).await;
+
+    let not_ready = eventually(LANDING, || async {
+        consumer.status("/ready").await == Some(503)
+            && consumer
+                .counter("consumer_messages_dead_lettered_total")
+                .await
+                == 0
+    })
+    .await;
+    assert!(not_ready, "a failing DLQ write makes the consumer unready");
+    assert_eq!(consumer.status("/health").await, Some(200));
+
+    setup.broker.create_topic(&setup.dlq_topic, 1).await;
+    let letters = read_topic(&setup.broker.bootstrap, &setup.dlq_topic, 1, LANDING).await;
+    assert_eq!(letters.len(), 1, "the poison message was not dropped");
+    assert_eq!(letters[0].key.as_deref(), Some(b"poison".as_slice()));
+    assert_eq!(letters[0].header("dlq-source-offset"), Some("0"));
+    assert!(eventually(LANDING, || async { setup.db.find(after).is_some() }).await);
+    assert!(
+        eventually(LANDING, || async {
+            consumer.status("/ready").await == Some(200)
+        })
+        .await
+    );
+}

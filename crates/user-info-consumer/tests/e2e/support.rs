@@ -177,6 +177,13 @@ pub struct Setup {
 
 impl Setup {
     pub async fn new(partitions: i32) -> Self {
+        let setup = Self::without_dead_letter_topic(partitions).await;
+        setup.broker.create_topic(&setup.dlq_topic, 1).await;
+        setup
+    }
+
+    /// Like [`Setup::new`], but the dead-letter topic does not exist yet.
+    pub async fn without_dead_letter_topic(partitions: i32) -> Self {
         let broker = Broker::start().await;
         let suffix = Uuid::new_v4().simple().to_string();
         let setup = Setup {
@@ -187,7 +194,6 @@ impl Setup {
             broker,
         };
         setup.broker.create_topic(&setup.topic, partitions).await;
-        setup.broker.create_topic(&setup.dlq_topic, 1).await;
         setup
     }
 
