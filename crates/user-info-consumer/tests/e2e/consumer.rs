@@ -390,3 +390,50 @@ async fn a_missing_dead_letter_topic_holds_the_poison_until_the_topic_exists() {
         .await
     );
 }
+
+#[tokio::test]
+async fn a_broker_outage_keeps_the_consumer_running_and_it_catches_up_afterwards() {
+    let broker_port = crate::support::free_port();
+    let mut proxy = TcpProxy::reserve(format!("127.0.0.1:{broker_port}").parse().unwrap());
+    proxy.start();
+    let broker = crate::support::Broker::start_advertising(broker_port, proxy.address.port()).await;
+    let setup = Setup::on(broker, 1).await;
+    setup.broker.create_topic(&setup.dlq_topic, 1).await;
+    let mut consumer = setup.consumer();
+    let producer = setup.broker.producer();
+    let before = Uuid::new_v4();
+    produce(
+        &producer,
+        &setup.topic,
+        &[Record::user(before, json!({"user_id": before}))],
+    )
+    .await;
+    assert!(eventually(LANDING, || async { setup.db.find(before).is_some() }).await);
+
+    proxy.stop();
+    let noticed = eventually(LANDING, || async {
+        let logs = std::fs::read_to_string(&consumer.log).unwrap_or_default();
+        logs.contains("Connection refused") || logs.contains("Disconnected")
+    })
+    .await;
+    assert!(noticed, "the consumer saw the broker go away");
+    assert!(consumer.is_running());
+    assert_eq!(consumer.status("/health").await, Some(200));
+
+    proxy.start();
+    let after: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+    let records: Vec<Record> = after
+        .iter()
+        .map(|id| Record::user(*id, json!({"user_id": id, "first_name": "After"})))
+        .collect();
+    produce(&producer, &setup.topic, &records).await;
+    let caught_up = eventually(LANDING, || async {
+        count(
+            &setup.db,
+            "SELECT count(*) AS n FROM user_info WHERE first_name = 'After'",
+        ) == 50
+    })
+    .await;
+    assert!(caught_up, "everything produced after the outage lands");
+    assert!(consumer.is_running());
+}

@@ -55,15 +55,17 @@ pub struct Broker {
 impl Broker {
     pub async fn start() -> Self {
         let port = free_port();
+        Self::start_advertising(port, port).await
+    }
+
+    /// A broker on `port` that tells clients to reach it at `advertised` (where a
+    /// test puts a proxy it can stop and start).
+    pub async fn start_advertising(port: u16, advertised: u16) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &advertised_url])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(log_file("tansu"))
             .stderr(log_file("tansu-err"))
@@ -71,12 +73,11 @@ impl Broker {
             .expect("cannot start tansu (see KAFKA.md; .ci/run installs it)");
         let broker = Broker {
             child,
-            bootstrap: format!("127.0.0.1:{port}"),
+            bootstrap: format!("127.0.0.1:{advertised}"),
         };
+        let listening = format!("127.0.0.1:{port}");
         let up = eventually(Duration::from_secs(20), || async {
-            tokio::net::TcpStream::connect(&broker.bootstrap)
-                .await
-                .is_ok()
+            tokio::net::TcpStream::connect(&listening).await.is_ok()
         })
         .await;
         assert!(up, "tansu did not start listening");
@@ -184,7 +185,11 @@ impl Setup {
 
     /// Like [`Setup::new`], but the dead-letter topic does not exist yet.
     pub async fn without_dead_letter_topic(partitions: i32) -> Self {
-        let broker = Broker::start().await;
+        Self::on(Broker::start().await, partitions).await
+    }
+
+    /// Like [`Setup::new`], on the given broker.
+    pub async fn on(broker: Broker, partitions: i32) -> Self {
         let suffix = Uuid::new_v4().simple().to_string();
         let setup = Setup {
             topic: format!("user_service_{suffix}"),
