@@ -130,7 +130,7 @@ pub async fn limit_head_size<B: MessageBody>(
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let head = req.method().as_str().len()
-        + req.uri().to_string().len()
+        + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
         + req
             .headers()
             .iter()

@@ -86,7 +86,7 @@ pub async fn get_user(
 ) -> Result<HttpResponse, ApiError> {
     let id = query.parse()?;
     let user = state.database.run(move |conn| store::get(conn, id)).await?;
-    tracing::info!(user_id = %id, found = user.is_some(), "user read");
+    tracing::debug!(user_id = %id, found = user.is_some(), "user read");
     user.map(|user| HttpResponse::Ok().json(user))
         .ok_or(ApiError::UserNotFound)
 }
