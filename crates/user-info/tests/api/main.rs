@@ -7,4 +7,5 @@ mod input;
 mod logs;
 mod openapi;
 mod probe;
+mod slow_clients;
 mod user;
