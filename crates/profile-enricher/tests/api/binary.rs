@@ -68,3 +68,53 @@ async fn empty_external_api_url_and_api_tokens_mean_the_built_in_upstream_and_no
     assert_eq!(body["enrichment"]["source_user_id"], "12345");
     assert_eq!(body["enrichment"]["user_category"], "high_value");
 }
+
+#[tokio::test]
+async fn personal_data_never_appears_in_the_logs_at_the_default_level() {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("enricher-logs-{port}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut command = binary(port);
+    command
+        .env_remove("RUST_LOG")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file));
+    let server = crate::helpers::start(command, port).await;
+    let client = reqwest::Client::new();
+    let profile = serde_json::json!({"userId": "user-7731", "username": "zebulon_q",
+        "email": "zebulon.secret@example.com", "age": 41,
+        "address": {"street": "17 Hidden Lane", "city": "Quietville", "zip_code": "90210"}});
+    let enriched = client
+        .post(format!("{}/users", server.address()))
+        .json(&profile)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enriched.status(), 200);
+    let rejected = serde_json::json!({"userId": "user-7732", "username": "x",
+        "email": "rejected.secret@", "address": {"street": "", "city": "Murmurton", "postalCode": "!!SECRET!!"}});
+    let invalid = client
+        .post(format!("{}/users", server.address()))
+        .json(&rejected)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), 422);
+    drop(server);
+
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(logs.contains("user-7731"), "the user id is logged: {logs}");
+    for secret in [
+        "zebulon",
+        "Hidden Lane",
+        "Quietville",
+        "90210",
+        "rejected.secret",
+        "Murmurton",
+        "SECRET",
+    ] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+    }
+}
