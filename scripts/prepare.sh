@@ -38,6 +38,12 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
     python3 -m pip install -q kubernetes-validate==1.37.0
 fi
 
+# Generates hostile requests from the services' OpenAPI documents.
+if ! command -v st >/dev/null 2>&1; then
+    echo "prepare: installing schemathesis"
+    python3 -m pip install -q schemathesis==4.32.5
+fi
+
 # The broker's default build has no storage engine; `dynostore` gives memory://.
 if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
     echo "prepare: installing tansu $TANSU_VERSION (once per machine, ~15 min on 2 cores)"

@@ -12,3 +12,4 @@ scripts/check-deploy.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+scripts/api-fuzz.sh

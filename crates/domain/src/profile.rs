@@ -32,7 +32,8 @@ pub struct Address {
     postal_code: Option<PostalCode>,
 }
 
-/// A postal code and the key the client sent it under.
+/// A postal code and the key the client sent it under. When a client sends both
+/// `zip_code` and `postalCode` (each validated), `zip_code` is the one kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostalCode {
     value: String,
@@ -106,8 +107,8 @@ struct ProfileDto {
     #[garde(custom(|v: &str, _: &()| is_email(v)))]
     email: String,
     #[serde(default)]
-    #[garde(range(min = 1, max = 129))]
-    age: Option<i64>,
+    #[garde(inner(custom(valid_age)))]
+    age: Option<serde_json::Number>,
     #[serde(default, deserialize_with = "json::optional_object")]
     #[garde(dive)]
     address: Option<AddressDto>,
@@ -129,7 +130,7 @@ struct AddressDto {
     #[garde(inner(custom(valid_postal_code)))]
     zip_code: Option<String>,
     #[serde(default, rename = "postalCode")]
-    #[garde(inner(custom(valid_postal_code)), custom(not_both(&self.zip_code)))]
+    #[garde(inner(custom(valid_postal_code)))]
     postal_code: Option<String>,
 }
 
@@ -183,7 +184,11 @@ impl ProfileDto {
             user_id: self.user_id,
             username: self.username,
             email: self.email,
-            age: self.age.and_then(|age| u8::try_from(age).ok()),
+            age: self
+                .age
+                .as_ref()
+                .and_then(whole_number)
+                .and_then(|age| u8::try_from(age).ok()),
             address,
             signup_ts: self
                 .signup_ts
@@ -200,6 +205,23 @@ fn json_name(field: &str) -> &str {
         "signup_ts" => "signupTs",
         "postal_code" => "postalCode",
         other => other,
+    }
+}
+
+/// JSON has one number type: `30` and `30.0` are the same age.
+fn whole_number(number: &serde_json::Number) -> Option<i64> {
+    number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= 1e15)
+            .map(|f| f as i64)
+    })
+}
+
+fn valid_age(age: &serde_json::Number, _: &()) -> garde::Result {
+    match whole_number(age) {
+        Some(1..=129) => Ok(()),
+        _ => Err(garde::Error::new("must be a whole number from 1 to 129")),
     }
 }
 
@@ -227,15 +249,6 @@ fn valid_postal_code(value: &str, _: &()) -> garde::Result {
         ));
     }
     Ok(())
-}
-
-fn not_both(zip_code: &Option<String>) -> impl FnOnce(&Option<String>, &()) -> garde::Result + '_ {
-    move |postal_code, _| match (zip_code, postal_code) {
-        (Some(_), Some(_)) => Err(garde::Error::new(
-            "must not be given together with zip_code",
-        )),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -362,6 +375,9 @@ mod tests {
             assert_eq!(fields(&with(&["age"], json!(bad))), ["age"]);
         }
         assert!(Profile::from_json(&with(&["age"], Value::Null)).is_ok());
+        let whole = Profile::from_json(&with(&["age"], json!(30.0))).unwrap();
+        assert_eq!(whole.age(), Some(30));
+        assert_eq!(fields(&with(&["age"], json!(30.5))), ["age"]);
         assert_eq!(fields(&with(&["age"], json!("thirty"))), ["age"]);
     }
 

@@ -107,7 +107,6 @@ impl UserChange {
 
 /// Parses a user id as found in a query string or a record key: any letter case.
 pub fn parse_user_id(text: &str) -> Option<Uuid> {
-    let text = text.trim();
     // `Uuid::parse_str` also takes the braced and urn forms; we take what the old
     // service took: the 36-character hyphenated form and the 32-digit simple one.
     if text.len() != 36 && text.len() != 32 {
@@ -187,7 +186,8 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
-/// The normalised input that garde checks: trimmed, `null` turned into `""`.
+/// The input that garde checks, `null` turned into `""`. Values are taken as sent
+/// (not trimmed), so that the published schema describes exactly what is accepted.
 #[derive(Validate)]
 struct UserForm {
     #[garde(custom(valid_uuid))]
@@ -204,11 +204,9 @@ struct UserForm {
 
 impl UserChangeDto {
     fn validate_into(self) -> Result<UserChange, ParseError> {
-        let clean = |value: Option<Option<String>>| {
-            value.map(|text| text.map(|t| t.trim().to_owned()).unwrap_or_default())
-        };
+        let clean = |value: Option<Option<String>>| value.map(Option::unwrap_or_default);
         let form = UserForm {
-            user_id: self.user_id.map(|id| id.trim().to_owned()),
+            user_id: self.user_id,
             first_name: clean(self.first_name),
             last_name: clean(self.last_name),
             email: clean(self.email),
@@ -307,12 +305,26 @@ mod tests {
 
     #[test]
     fn absent_fields_are_unchanged_and_null_or_empty_clears() {
-        let change = parse(r#"{"first_name":null,"last_name":"","email":"  "}"#).unwrap();
+        let change = parse(r#"{"first_name":null,"last_name":"","email":""}"#).unwrap();
         assert_eq!(change.user_id, None);
         assert_eq!(change.fields.first_name, name(""));
         assert_eq!(change.fields.last_name, name(""));
         assert_eq!(change.fields.email.unwrap().as_str(), "");
         assert_eq!(change.fields.phone_number, None);
+    }
+
+    #[test]
+    fn values_are_taken_as_sent_not_trimmed() {
+        let change = parse(r#"{"first_name":"  Ann ","phone_number":"+1 555 "}"#).unwrap();
+        assert_eq!(change.fields.first_name, name("  Ann "));
+        assert_eq!(
+            invalid_fields(r#"{"user_id":" e4b5f7fe-0937-4d7b-b6b4-e8d23262b3f1"}"#),
+            ["user_id"]
+        );
+        assert_eq!(
+            invalid_fields(r#"{"phone_number":"   "}"#),
+            ["phone_number"]
+        );
     }
 
     #[test]
@@ -349,12 +361,7 @@ mod tests {
 
     #[test]
     fn emails_are_checked_unless_blank() {
-        for ok in [
-            "john.doe@example.com",
-            "a+b@sub.example.org",
-            "",
-            "  x@y.io  ",
-        ] {
+        for ok in ["john.doe@example.com", "a+b@sub.example.org", "", "x@y.io"] {
             assert!(parse(&format!(r#"{{"email":"{ok}"}}"#)).is_ok(), "{ok}");
         }
         for bad in [
@@ -363,6 +370,7 @@ mod tests {
             "john@",
             "john@localhost",
             "a b@c.de",
+            " x@y.io ",
         ] {
             assert_eq!(
                 invalid_fields(&format!(r#"{{"email":"{bad}"}}"#)),

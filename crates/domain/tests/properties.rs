@@ -77,7 +77,7 @@ proptest! {
         }
         let change = UserChange::from_json(&serde_json::to_vec(&body).unwrap()).unwrap();
         prop_assert_eq!(change.user_id, Some(id));
-        prop_assert_eq!(change.fields.first_name.unwrap().into_inner(), first.trim());
+        prop_assert_eq!(change.fields.first_name.unwrap().into_inner(), first);
         prop_assert_eq!(change.fields.last_name.map(|n| n.into_inner()), last);
         prop_assert_eq!(change.fields.email.unwrap().into_inner(), email);
         prop_assert_eq!(change.fields.phone_number.unwrap().into_inner(), phone);

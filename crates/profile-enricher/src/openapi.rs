@@ -24,6 +24,7 @@ use crate::routes;
     ),
     components(schemas(
         ProfileBody,
+        ProfileAnswer,
         AddressBody,
         routes::users::Enriched,
         routes::ReferenceEnrichment,
@@ -44,7 +45,7 @@ pub struct ApiDoc;
 pub struct ProfileBody {
     /// 1-64 characters once trimmed.
     #[serde(rename = "userId")]
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00]*\S[^\x00]*$")]
     user_id: String,
     /// 3-32 letters, digits, `_`, `.` or `-`.
     #[schema(min_length = 3, max_length = 32, pattern = r"^[A-Za-z0-9_.-]*$")]
@@ -55,24 +56,45 @@ pub struct ProfileBody {
     #[schema(minimum = 1, maximum = 129)]
     age: Option<u8>,
     address: Option<AddressBody>,
-    /// An RFC 3339 timestamp; answered in UTC.
+    /// An RFC 3339 timestamp; answered in UTC. (The pattern stops at day 28 so
+    /// that every value it describes is a real date; later days are accepted too.)
+    #[serde(rename = "signupTs")]
+    #[schema(format = DateTime, pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")]
+    signup_ts: Option<String>,
+}
+
+/// The `user` of an answer: the profile as validated and normalised (text
+/// trimmed, e-mail lower-cased, `signupTs` in UTC, absent optional fields `null`).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ProfileAnswer {
+    #[serde(rename = "userId")]
+    #[schema(min_length = 1, max_length = 64)]
+    user_id: String,
+    #[schema(min_length = 3, max_length = 32, pattern = r"^[A-Za-z0-9_.-]*$")]
+    username: String,
+    #[schema(format = Email)]
+    email: String,
+    #[schema(minimum = 1, maximum = 129)]
+    age: Option<u8>,
+    address: Option<AddressBody>,
     #[serde(rename = "signupTs")]
     #[schema(format = DateTime)]
     signup_ts: Option<String>,
 }
 
-/// A postal address. The postal code may be sent as `zip_code` or `postalCode`
-/// (not both) and is answered under the same key; without one, the answer has
-/// `"zip_code": null`.
+/// A postal address. The postal code may be sent as `zip_code` or `postalCode` and
+/// is answered under the same key (with both, `zip_code` is kept); without one, the
+/// answer has `"zip_code": null`.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct AddressBody {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     street: String,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     city: String,
     /// Blank means absent.
-    #[schema(max_length = 100)]
+    #[schema(max_length = 100, pattern = r"^[^\x00]*$")]
     state: Option<String>,
     /// 1-20 letters, digits, spaces or `-`.
     #[schema(min_length = 1, max_length = 20, pattern = "^[A-Za-z0-9 -]*$")]

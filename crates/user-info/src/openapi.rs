@@ -30,34 +30,51 @@ use crate::store::User;
 pub struct ApiDoc;
 
 /// A `POST /user` body (and a Kafka record's value). Absent fields stay as
-/// stored; `""` or `null` clears them. Unknown fields are ignored.
+/// stored; `""` or `null` clears them. Values are taken as sent (not trimmed).
+/// Unknown fields are ignored.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct UserChangeBody {
-    /// Any letter case; generated (v4) when absent.
-    #[schema(format = Uuid, nullable, pattern = r"^\s*([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})\s*$")]
+    /// Any letter case, hyphenated or 32 digits; generated (v4) when absent.
+    #[schema(format = Uuid, nullable, pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})$")]
     user_id: Option<String>,
-    /// Trimmed; at most 150 characters; `""` or `null` clears.
+    /// At most 150 characters.
     #[schema(max_length = 150, nullable, pattern = r"^[^\x00]*$")]
     first_name: Option<String>,
-    /// Trimmed; at most 150 characters; `""` or `null` clears.
+    /// At most 150 characters.
     #[schema(max_length = 150, nullable, pattern = r"^[^\x00]*$")]
     last_name: Option<String>,
-    /// A valid address (its domain dotted), or blank to clear.
+    /// A valid address (dotted domain) of at most 254 characters, or `""`.
     #[schema(
         max_length = 254,
         nullable,
-        pattern = r"^\s*([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+)?\s*$"
+        pattern = r"^$|^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
     )]
     email: Option<String>,
-    /// Digits with an optional leading + and separators (space - . ( )), 3-32
-    /// characters, at least one digit; or blank to clear.
-    #[schema(
-        max_length = 32,
-        nullable,
-        pattern = r"^\s*(\+?[0-9 .()-]*[0-9][0-9 .()-]*)?\s*$"
-    )]
+    #[schema(schema_with = phone_number_schema)]
     phone_number: Option<String>,
+}
+
+/// `null`, `""`, or 3-32 characters of digits (at least one) with an optional
+/// leading `+` and separators (space - . ( )).
+fn phone_number_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+    let string = || ObjectBuilder::new().schema_type(SchemaType::Type(Type::String));
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(SchemaType::Type(Type::Null)))
+        .item(string().max_length(Some(0)))
+        .item(
+            string()
+                .min_length(Some(3))
+                .max_length(Some(32))
+                .pattern(Some(r"^\+?[ .()-]*[0-9][0-9 .()-]*$")),
+        )
+        .description(Some(
+            "3-32 characters of digits (at least one) with an optional leading + and \
+             separators (space - . ( )); \"\" or null clears",
+        ))
+        .build()
+        .into()
 }
 
 /// A probe's answer.

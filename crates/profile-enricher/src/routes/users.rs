@@ -14,7 +14,7 @@ use crate::openapi::ProfileBody;
 pub struct Enriched<'a> {
     /// The normalised profile, with the client's field names; also the body sent
     /// upstream.
-    #[schema(value_type = ProfileBody)]
+    #[schema(value_type = crate::openapi::ProfileAnswer)]
     user: &'a Profile,
     /// The upstream's JSON object, verbatim.
     #[schema(value_type = Object)]

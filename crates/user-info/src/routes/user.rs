@@ -13,7 +13,7 @@ use crate::store::{self, User};
 #[into_params(parameter_in = Query)]
 pub struct UserIdQuery {
     /// The user's id, a UUID in any letter case.
-    #[param(required = true, format = Uuid)]
+    #[param(required = true, format = Uuid, pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})$")]
     user_id: Option<String>,
 }
 
