@@ -100,7 +100,11 @@ fn rfc3339_utc<S: Serializer>(ts: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok,
 #[derive(Deserialize, Validate)]
 struct ProfileDto {
     #[serde(rename = "userId")]
-    #[garde(length(chars, min = 1, max = 64), custom(json::no_nul))]
+    #[garde(
+        length(chars, min = 1, max = 64),
+        custom(json::no_nul),
+        custom(not_blank)
+    )]
     user_id: String,
     #[garde(length(chars, min = 3, max = 32), pattern(r"^[A-Za-z0-9_.-]*$"))]
     username: String,
@@ -119,9 +123,17 @@ struct ProfileDto {
 
 #[derive(Deserialize, Validate)]
 struct AddressDto {
-    #[garde(length(chars, min = 1, max = 200), custom(json::no_nul))]
+    #[garde(
+        length(chars, min = 1, max = 200),
+        custom(json::no_nul),
+        custom(not_blank)
+    )]
     street: String,
-    #[garde(length(chars, min = 1, max = 200), custom(json::no_nul))]
+    #[garde(
+        length(chars, min = 1, max = 200),
+        custom(json::no_nul),
+        custom(not_blank)
+    )]
     city: String,
     #[serde(default)]
     #[garde(length(chars, max = 100), inner(custom(json::no_nul)))]
@@ -135,27 +147,12 @@ struct AddressDto {
 }
 
 impl ProfileDto {
+    /// The e-mail is trimmed and lower-cased; every other value is taken as sent,
+    /// so that the published schema describes exactly what is accepted.
     fn normalise(&mut self) {
-        trim(&mut self.user_id);
-        trim(&mut self.username);
         trim(&mut self.email);
         self.email = self.email.to_lowercase();
-        if let Some(ts) = &mut self.signup_ts {
-            trim(ts);
-        }
         if let Some(address) = &mut self.address {
-            trim(&mut address.street);
-            trim(&mut address.city);
-            for value in [
-                &mut address.state,
-                &mut address.zip_code,
-                &mut address.postal_code,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                trim(value);
-            }
             if address.state.as_deref() == Some("") {
                 address.state = None;
             }
@@ -206,6 +203,14 @@ fn json_name(field: &str) -> &str {
         "postal_code" => "postalCode",
         other => other,
     }
+}
+
+fn not_blank(value: &str, _: &()) -> garde::Result {
+    // The empty string already fails the length rule.
+    if !value.is_empty() && value.chars().all(char::is_whitespace) {
+        return Err(garde::Error::new("must not be blank"));
+    }
+    Ok(())
 }
 
 /// JSON has one number type: `30` and `30.0` are the same age.

@@ -38,14 +38,18 @@ use crate::routes;
 pub struct ApiDoc;
 
 /// A profile: the body of `POST /users` and `POST /dummy-enrich`, and the `user` of
-/// the answer (normalised: text trimmed, e-mail lower-cased, time in UTC; absent
+/// the answer (normalised: e-mail trimmed and lower-cased, time in UTC; absent
 /// optional fields answered as `null`). Unknown fields are ignored.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct ProfileBody {
-    /// 1-64 characters once trimmed.
+    /// 1-64 characters, not all whitespace.
     #[serde(rename = "userId")]
-    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00]*\S[^\x00]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     user_id: String,
     /// 3-32 letters, digits, `_`, `.` or `-`.
     #[schema(min_length = 3, max_length = 32, pattern = r"^[A-Za-z0-9_.-]*$")]
@@ -64,7 +68,7 @@ pub struct ProfileBody {
 }
 
 /// The `user` of an answer: the profile as validated and normalised (text
-/// trimmed, e-mail lower-cased, `signupTs` in UTC, absent optional fields `null`).
+/// e-mail trimmed and lower-cased, `signupTs` in UTC, absent optional fields `null`).
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct ProfileAnswer {
@@ -89,9 +93,17 @@ pub struct ProfileAnswer {
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct AddressBody {
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     street: String,
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     city: String,
     /// Blank means absent.
     #[schema(max_length = 100, pattern = r"^[^\x00]*$")]
