@@ -11,5 +11,8 @@ export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.
 scripts/check-deploy.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The system test (crates/user-info-consumer/tests/system) runs the release binaries.
+cargo build --release --locked --bins
+export SYSTEM_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release"
 cargo test --workspace --locked
 scripts/api-fuzz.sh

@@ -130,6 +130,11 @@ impl From<diesel::r2d2::PoolError> for StoreError {
 pub struct Database {
     pool: PgPool,
     migrated: Arc<AtomicBool>,
+    /// One permit per pooled connection: requests beyond that wait here, as cheap
+    /// futures, instead of each parking a blocking thread on the pool (during an
+    /// outage that grew the process by a thread stack and malloc arena per waiter).
+    slots: Arc<tokio::sync::Semaphore>,
+    connect_timeout: Duration,
 }
 
 impl Database {
@@ -139,6 +144,8 @@ impl Database {
         let database = Database {
             pool: pool(database_url, size, connect_timeout),
             migrated: Arc::new(AtomicBool::new(false)),
+            slots: Arc::new(tokio::sync::Semaphore::new(size.max(1) as usize)),
+            connect_timeout,
         };
         tokio::spawn(database.clone().migrate_until_done());
         database
@@ -158,9 +165,19 @@ impl Database {
         if !self.is_migrated() {
             return Err(StoreError::NotReady);
         }
+        let started = tokio::time::Instant::now();
+        let slot = tokio::time::timeout(self.connect_timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(anyhow::anyhow!("no database connection free in time"))
+            })?
+            .map_err(|error| StoreError::Unavailable(error.into()))?;
         let pool = self.pool.clone();
+        // What is left of the connection timeout after waiting for the slot.
+        let remaining = self.connect_timeout.saturating_sub(started.elapsed());
         tokio::task::spawn_blocking(move || {
-            let mut pooled = pool.get()?;
+            let _slot = slot;
+            let mut pooled = pool.get_timeout(remaining.max(Duration::from_millis(1)))?;
             let result = work(&mut pooled.conn);
             pooled.failed = result.is_err();
             result
