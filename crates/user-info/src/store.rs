@@ -106,7 +106,12 @@ pub enum StoreError {
     /// The database cannot be reached or answered with an error; retrying later is
     /// the remedy (HTTP 503, consumer backoff).
     #[error("database unavailable")]
-    Unavailable(#[source] anyhow::Error),
+    ///
+    /// A plain boxed error, not `anyhow`: anyhow captures a backtrace when
+    /// `RUST_BACKTRACE` is set, and the request logger's `Debug` output then
+    /// symbolises it - loading the binary's debug info into memory (~100 MiB) the
+    /// first time the database goes away.
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A concurrent writer kept creating and deleting the same row.
     #[error("gave up merging after {MERGE_ATTEMPTS} attempts under contention")]
     Contention,
@@ -168,9 +173,7 @@ impl Database {
         let started = tokio::time::Instant::now();
         let slot = tokio::time::timeout(self.connect_timeout, self.slots.clone().acquire_owned())
             .await
-            .map_err(|_| {
-                StoreError::Unavailable(anyhow::anyhow!("no database connection free in time"))
-            })?
+            .map_err(|_| StoreError::Unavailable("no database connection free in time".into()))?
             .map_err(|error| StoreError::Unavailable(error.into()))?;
         let pool = self.pool.clone();
         // What is left of the connection timeout after waiting for the slot.
