@@ -43,6 +43,8 @@ use crate::metrics::Metrics;
 /// applied by then is left unstored and replayed by the next consumer.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait for one attempt to apply a batch before it is retried.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What `/ready` and `/metrics` report.
 pub struct Status {
@@ -317,12 +319,20 @@ impl UserConsumer {
                 return self.drop_revoked(paused);
             }
             let attempt = changes.clone();
-            match self
+            let applying = self
                 .status
                 .database
-                .run(move |conn| store::apply_batch(conn, attempt))
+                .run(move |conn| store::apply_batch(conn, attempt));
+            // A watchdog: an attempt that hangs (a connection lost mid-restart without
+            // an answer) is abandoned and retried rather than stalling the partition.
+            let outcome = tokio::time::timeout(APPLY_TIMEOUT, applying)
                 .await
-            {
+                .unwrap_or_else(|_| {
+                    Err(store::StoreError::Unavailable(
+                        format!("no answer from the database within {APPLY_TIMEOUT:?}").into(),
+                    ))
+                });
+            match outcome {
                 Ok(()) => break,
                 Err(error) => {
                     self.status.database_failing.store(true, Ordering::Release);

@@ -236,6 +236,16 @@ impl Setup {
     }
 }
 
+/// The consumer binary under test: the release build when `SYSTEM_BIN_DIR` names
+/// one (as `scripts/test.sh` does), else the one cargo built for this test.
+fn consumer_bin() -> PathBuf {
+    std::env::var("SYSTEM_BIN_DIR")
+        .map(|dir| PathBuf::from(dir).join("user-info-consumer"))
+        .ok()
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_user-info-consumer")))
+}
+
 pub struct ConsumerProcess {
     child: Child,
     pub metrics: String,
@@ -248,7 +258,7 @@ impl ConsumerProcess {
         let port = free_port();
         let log = log_path("consumer");
         let output = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_user-info-consumer"))
+        let child = Command::new(consumer_bin())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")

@@ -57,7 +57,10 @@ impl Process {
         .unwrap();
         let child = Command::new(bin(name))
             .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SYSTEM_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -229,9 +232,14 @@ async fn under_mixed_load_and_a_postgres_restart_nothing_is_lost_and_only_docume
                             .json(&body)
                             .send()
                             .await;
-                        let status = response.map(|r| r.status().as_u16()).unwrap_or_else(|e| {
+                        let response = response.unwrap_or_else(|e| {
                             panic!("POST /user failed after {:?}: {e}", started.elapsed())
                         });
+                        let status = response.status().as_u16();
+                        if status >= 400 {
+                            let kind = response.headers().get("content-type").cloned();
+                            assert_eq!(kind.unwrap(), "application/problem+json");
+                        }
                         *tally.lock().await.entry(("user-info", status)).or_default() += 1;
                         if status == 200 || status == 201 {
                             last.insert(*id, version);
@@ -268,11 +276,24 @@ async fn under_mixed_load_and_a_postgres_restart_nothing_is_lost_and_only_docume
         }));
     }
 
-    tokio::time::sleep(LOAD / 3).await;
+    // Restart PostgreSQL once the consumer is in the middle of the backlog.
+    let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let ingesting = eventually(Duration::from_secs(60), || async {
+        let text = match client.get(&metrics).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix("consumer_messages_applied_total "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    })
+    .await;
+    assert!(ingesting, "the consumer started on the backlog");
     if std::env::var("SYSTEM_NO_RESTART").is_err() {
         restart_postgres();
     }
-    tokio::time::sleep(LOAD * 2 / 3).await;
+    tokio::time::sleep(LOAD).await;
     stop.store(true, Ordering::Relaxed);
     let mut last_writes = BTreeMap::new();
     for worker in workers {
