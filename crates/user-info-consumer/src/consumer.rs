@@ -32,6 +32,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
+use user_info::error::error_chain;
 use user_info::store::{self, Database};
 use uuid::Uuid;
 
@@ -338,11 +339,9 @@ impl UserConsumer {
                     self.status.database_failing.store(true, Ordering::Release);
                     self.status.metrics.database_retries.inc();
                     tracing::warn!(error = %error_chain(&error), retry_in = ?delay, "cannot apply the batch; partitions paused");
-                    paused = paused || self.pause();
-                    if !self.wait(delay, buffer, stop).await {
+                    if !self.back_off(&mut delay, &mut paused, buffer, stop).await {
                         return false;
                     }
-                    delay = (delay * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -361,11 +360,9 @@ impl UserConsumer {
                             .dead_letters_failing
                             .store(true, Ordering::Release);
                         tracing::error!(%error, topic = self.dead_letter_topic, retry_in = ?delay, "cannot write a dead letter; partitions paused");
-                        paused = paused || self.pause();
-                        if !self.wait(delay, buffer, stop).await {
+                        if !self.back_off(&mut delay, &mut paused, buffer, stop).await {
                             return false;
                         }
-                        delay = (delay * 2).min(MAX_BACKOFF);
                     }
                 }
             }
@@ -489,6 +486,24 @@ impl UserConsumer {
         }
     }
 
+    /// After a failed attempt: pauses the partitions (once per batch), waits
+    /// `delay` while still polling, then doubles it up to [`MAX_BACKOFF`].
+    /// `false` once shutdown's grace is over.
+    async fn back_off(
+        &self,
+        delay: &mut Duration,
+        paused: &mut bool,
+        buffer: &mut Vec<Incoming>,
+        stop: &watch::Receiver<Option<Instant>>,
+    ) -> bool {
+        if !*paused {
+            *paused = self.pause();
+        }
+        let go_on = self.wait(*delay, buffer, stop).await;
+        *delay = (*delay * 2).min(MAX_BACKOFF);
+        go_on
+    }
+
     /// Waits `delay` while still polling Kafka (to stay in the group); anything
     /// that arrives joins the next batch. `false` once shutdown's grace is over.
     async fn wait(
@@ -526,17 +541,6 @@ fn decode<M: Message>(message: &M) -> Incoming {
         offset: message.offset(),
         decoded,
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Resolves on SIGTERM or SIGINT.

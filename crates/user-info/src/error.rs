@@ -77,9 +77,10 @@ impl ResponseError for ApiError {
     }
 }
 
-fn error_chain(error: &StoreError) -> String {
+/// An error and its causes on one line, for logs (`a: b: c`).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());

@@ -61,6 +61,22 @@ impl TestDatabase {
         store::get(&mut conn, id).ok().flatten()
     }
 
+    /// The `n` column of a `SELECT count(*) AS n ...`; -1 while the database
+    /// cannot be read yet (not migrated, cut off): for polling.
+    pub fn count_where(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let Ok(mut conn) = PgConnection::establish(&self.url) else {
+            return -1;
+        };
+        diesel::RunQueryDsl::get_result::<Count>(diesel::sql_query(sql), &mut conn)
+            .map(|c| c.n)
+            .unwrap_or(-1)
+    }
+
     pub fn count(&self) -> i64 {
         use diesel::RunQueryDsl;
         use diesel::query_dsl::QueryDsl;
@@ -110,9 +126,7 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Reserves a free port; nothing listens on it until [`TcpProxy::start`].
     pub fn reserve(target: SocketAddr) -> Self {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = probe.local_addr().unwrap();
-        drop(probe);
+        let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
         Self {
             address,
             target,
@@ -153,4 +167,13 @@ impl Drop for TcpProxy {
 
 pub fn postgres_address() -> SocketAddr {
     "127.0.0.1:5432".parse().unwrap()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 use serde_json::json;
 use user_info::testing::{TcpProxy, eventually, postgres_address};
 use uuid::Uuid;
@@ -11,18 +9,6 @@ use crate::support::{Record, Setup, produce, read_topic};
 /// How long a condition may take to hold. Generous: this 2-core machine is
 /// shared by the broker, PostgreSQL, the consumer and the test.
 const LANDING: Duration = Duration::from_secs(120);
-
-fn count(db: &user_info::testing::TestDatabase, sql: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(sql)
-        .get_result::<Count>(&mut db.connect())
-        .map(|c| c.n)
-        .unwrap_or(-1)
-}
 
 #[tokio::test]
 async fn distinct_users_land_two_messages_merge_and_a_tombstone_deletes() {
@@ -50,7 +36,7 @@ async fn distinct_users_land_two_messages_merge_and_a_tombstone_deletes() {
     produce(&setup.broker.producer(), &setup.topic, &records).await;
 
     let landed = eventually(LANDING, || async {
-        count(&setup.db, "SELECT count(*) AS n FROM user_info") == 200
+        setup.db.count_where("SELECT count(*) AS n FROM user_info") == 200
             && setup.db.find(deleted).is_none()
     })
     .await;
@@ -156,7 +142,10 @@ async fn poison_goes_to_the_dlq_with_its_headers_while_the_valid_messages_around
     })
     .await;
     assert!(landed, "valid messages around the poison are applied");
-    assert_eq!(count(&setup.db, "SELECT count(*) AS n FROM user_info"), 2);
+    assert_eq!(
+        setup.db.count_where("SELECT count(*) AS n FROM user_info"),
+        2
+    );
     let dead = eventually(LANDING, || async {
         consumer
             .counter("consumer_messages_dead_lettered_total")
@@ -250,7 +239,7 @@ async fn kill_9_in_the_middle_of_20000_messages_then_restart_loses_nothing() {
 
     let _second = setup.consumer();
     let complete = eventually(Duration::from_secs(150), || async {
-        count(&setup.db, "SELECT count(*) AS n FROM user_info WHERE first_name = 'v9' AND email = 'u9@example.com'") == 2_000
+        setup.db.count_where("SELECT count(*) AS n FROM user_info WHERE first_name = 'v9' AND email = 'u9@example.com'") == 2_000
     })
     .await;
     assert!(
@@ -258,7 +247,7 @@ async fn kill_9_in_the_middle_of_20000_messages_then_restart_loses_nothing() {
         "every user holds its last value after the restart"
     );
     assert_eq!(
-        count(&setup.db, "SELECT count(*) AS n FROM user_info"),
+        setup.db.count_where("SELECT count(*) AS n FROM user_info"),
         2_000
     );
 }
@@ -307,17 +296,17 @@ async fn a_database_outage_keeps_the_consumer_up_and_everything_lands_afterwards
     assert_eq!(consumer.status("/health").await, Some(200));
     assert!(consumer.is_running());
     assert_eq!(
-        count(&setup.db, "SELECT count(*) AS n FROM user_info"),
+        setup.db.count_where("SELECT count(*) AS n FROM user_info"),
         1,
         "nothing applied while down"
     );
 
     proxy.start();
     let landed = eventually(LANDING, || async {
-        count(
-            &setup.db,
-            "SELECT count(*) AS n FROM user_info WHERE first_name = 'During'",
-        ) == 100
+        setup
+            .db
+            .count_where("SELECT count(*) AS n FROM user_info WHERE first_name = 'During'")
+            == 100
     })
     .await;
     assert!(landed, "everything produced during the outage lands");
@@ -430,10 +419,10 @@ async fn a_broker_outage_keeps_the_consumer_running_and_it_catches_up_afterwards
         .collect();
     produce(&producer, &setup.topic, &records).await;
     let caught_up = eventually(LANDING, || async {
-        count(
-            &setup.db,
-            "SELECT count(*) AS n FROM user_info WHERE first_name = 'After'",
-        ) == 50
+        setup
+            .db
+            .count_where("SELECT count(*) AS n FROM user_info WHERE first_name = 'After'")
+            == 50
     })
     .await;
     assert!(caught_up, "everything produced after the outage lands");

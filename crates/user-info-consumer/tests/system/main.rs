@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::Connection;
 use serde_json::json;
 use support::{Record, Setup, free_port, produce};
 use tokio::sync::Mutex;
@@ -88,21 +87,6 @@ impl Drop for Process {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn count(db: &user_info::testing::TestDatabase, sql: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let Ok(mut conn) = diesel::PgConnection::establish(&db.url) else {
-        return -1;
-    };
-    diesel::sql_query(sql)
-        .get_result::<Count>(&mut conn)
-        .map(|c| c.n)
-        .unwrap_or(-1)
 }
 
 fn restart_postgres() {
@@ -328,7 +312,7 @@ async fn under_mixed_load_and_a_postgres_restart_nothing_is_lost_and_only_docume
         VERSIONS - 1
     );
     let ingested = eventually(Duration::from_secs(240), || async {
-        count(&setup.db, &sql) == KAFKA_USERS as i64
+        setup.db.count_where(&sql) == KAFKA_USERS as i64
     })
     .await;
     assert!(

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use user_info::config::{HttpSettings, Settings};
 use user_info::startup::Application;
-pub use user_info::testing::{TcpProxy, TestDatabase, eventually, postgres_address};
+pub use user_info::testing::{TcpProxy, TestDatabase, eventually, free_port, postgres_address};
 
 pub struct TestApp {
     pub address: String,
@@ -147,14 +147,6 @@ pub fn error_fields(problem: &Value) -> Vec<String> {
         .collect();
     fields.sort();
     fields
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A process of the built binary, killed by PID when dropped.
