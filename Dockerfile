@@ -8,7 +8,7 @@
 
 FROM rust:1.95-slim-bookworm AS chef
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libpq-dev libssl-dev pkg-config make g++ \
+ && apt-get install -y --no-install-recommends libssl-dev pkg-config make g++ \
  && rm -rf /var/lib/apt/lists/* \
  && cargo install cargo-chef --locked --version 0.1.73
 WORKDIR /src
@@ -26,11 +26,12 @@ RUN cargo build --release --locked --bins \
  && cp target/release/user-info target/release/user-info-consumer target/release/profile-enricher /out/
 
 # Small runtime: Debian slim with only the shared libraries the binaries link
-# (libpq for diesel, OpenSSL for librdkafka and reqwest), run as a non-root user.
+# (OpenSSL for TLS to PostgreSQL, Kafka and the upstream; no libpq: PostgreSQL is
+# spoken by tokio-postgres), run as a non-root user.
 # No shell tools are needed for health checks: each binary has `--health-check`.
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libpq5 libssl3 ca-certificates \
+ && apt-get install -y --no-install-recommends libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
 USER 10001:10001

@@ -1,17 +1,17 @@
 //! Settings, from SPEC's variables (and a `.env` file when present).
 
-use std::time::Duration;
-
 use config::{Config, ConfigError, Environment};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 use user_info::config::seconds;
+use user_info::store::DatabaseSettings;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub database_url: String,
     pub database_pool_size: u32,
     pub database_connect_timeout: f64,
+    pub database_query_timeout: f64,
     pub kafka_bootstrap_servers: String,
     pub kafka_topic: String,
     pub kafka_group_id: String,
@@ -42,6 +42,7 @@ impl Settings {
             )?
             .set_default("database_pool_size", 10)?
             .set_default("database_connect_timeout", 5)?
+            .set_default("database_query_timeout", 10)?
             .set_default("kafka_bootstrap_servers", "localhost:9092")?
             .set_default("kafka_topic", "user_service")?
             .set_default("kafka_group_id", "userinfo-consumer-group")?
@@ -58,8 +59,14 @@ impl Settings {
             .try_deserialize()
     }
 
-    pub fn connect_timeout(&self) -> Duration {
-        seconds(self.database_connect_timeout)
+    pub fn database(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.database_url.clone(),
+            application_name: "user-info-consumer",
+            pool_size: self.database_pool_size as usize,
+            connect_timeout: seconds(self.database_connect_timeout),
+            query_timeout: seconds(self.database_query_timeout),
+        }
     }
 
     /// The librdkafka settings every client of ours shares: brokers and, when

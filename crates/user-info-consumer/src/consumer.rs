@@ -33,7 +33,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use user_info::error::error_chain;
-use user_info::store::{self, Database};
+use user_info::store::Database;
 use uuid::Uuid;
 
 use crate::config::Settings;
@@ -44,8 +44,6 @@ use crate::metrics::Metrics;
 /// applied by then is left unstored and replayed by the next consumer.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Longest wait for one attempt to apply a batch before it is retried.
-const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What `/ready` and `/metrics` report.
 pub struct Status {
@@ -319,20 +317,9 @@ impl UserConsumer {
             if self.revocations() != generation {
                 return self.drop_revoked(paused);
             }
-            let attempt = changes.clone();
-            let applying = self
-                .status
-                .database
-                .run(move |conn| store::apply_batch(conn, attempt));
-            // A watchdog: an attempt that hangs (a connection lost mid-restart without
-            // an answer) is abandoned and retried rather than stalling the partition.
-            let outcome = tokio::time::timeout(APPLY_TIMEOUT, applying)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(store::StoreError::Unavailable(
-                        format!("no answer from the database within {APPLY_TIMEOUT:?}").into(),
-                    ))
-                });
+            // Bounded by the database's query timeout: an attempt that hangs (a
+            // connection lost mid-restart without an answer) is abandoned and retried.
+            let outcome = self.status.database.apply_batch(changes.clone()).await;
             match outcome {
                 Ok(()) => break,
                 Err(error) => {

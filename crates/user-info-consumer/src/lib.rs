@@ -18,11 +18,7 @@ use crate::metrics::Metrics;
 
 /// Runs the consumer and its HTTP port until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let database = user_info::store::Database::start(
-        &settings.database_url,
-        settings.database_pool_size,
-        settings.connect_timeout(),
-    );
+    let database = user_info::store::Database::start(&settings.database())?;
     let metrics = Metrics::new().context("cannot register metrics")?;
     let status = Arc::new(Status::new(database, metrics));
     let listener = TcpListener::bind((

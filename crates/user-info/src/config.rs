@@ -5,6 +5,8 @@ use std::time::Duration;
 use config::{Config, ConfigError, Environment};
 use serde::Deserialize;
 
+use crate::store::DatabaseSettings;
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub user_info_host: String,
@@ -13,6 +15,8 @@ pub struct Settings {
     pub database_pool_size: u32,
     /// Seconds a request waits for a database connection before its 503.
     pub database_connect_timeout: f64,
+    /// Seconds the database may take to answer one operation before its 503.
+    pub database_query_timeout: f64,
     /// Comma-separated bearer tokens; unset or empty = no authentication.
     #[serde(default)]
     pub api_tokens: Option<String>,
@@ -58,13 +62,20 @@ impl Settings {
             )?
             .set_default("database_pool_size", 10)?
             .set_default("database_connect_timeout", 5)?
+            .set_default("database_query_timeout", 10)?
             .add_source(Environment::default().try_parsing(true))
             .build()?
             .try_deserialize()
     }
 
-    pub fn connect_timeout(&self) -> Duration {
-        seconds(self.database_connect_timeout)
+    pub fn database(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.database_url.clone(),
+            application_name: "user-info",
+            pool_size: self.database_pool_size as usize,
+            connect_timeout: seconds(self.database_connect_timeout),
+            query_timeout: seconds(self.database_query_timeout),
+        }
     }
 }
 

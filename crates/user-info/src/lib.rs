@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod openapi;
+pub mod postgres;
 pub mod probe;
 pub mod routes;
 pub mod startup;

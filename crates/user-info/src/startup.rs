@@ -28,29 +28,32 @@ impl Application {
         let listener =
             TcpListener::bind((settings.user_info_host.as_str(), settings.user_info_port))?;
         let port = listener.local_addr()?.port();
-        let database = Database::start(
-            &settings.database_url,
-            settings.database_pool_size,
-            settings.connect_timeout(),
-        );
-        let state = web::Data::new(AppState {
-            database,
-            http: settings.http.clone(),
-        });
+        let database_settings = settings.database();
+        let database = Database::start(&database_settings)?;
+        // One pool per worker thread, DATABASE_POOL_SIZE connections in all: a
+        // connection's I/O then runs on the thread whose requests use it.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool_per_worker = database_settings.pool_size.div_ceil(workers);
         let tokens = web::Data::new(ApiTokens::parse(settings.api_tokens.as_deref()));
         let http = settings.http;
+        let worker_http = http.clone();
         let server = HttpServer::new(move || {
+            let state = web::Data::new(AppState {
+                database: database.with_own_pool(pool_per_worker),
+                http: worker_http.clone(),
+            });
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(render_problem))
                 .wrap(from_fn(require_token))
                 .wrap(from_fn(limit_head_size))
                 .wrap(from_fn(add_request_id))
                 .wrap(TracingLogger::default())
-                .app_data(state.clone())
+                .app_data(state)
                 .app_data(tokens.clone())
                 .app_data(web::QueryConfig::default())
                 .configure(configure)
         })
+        .workers(workers)
         .client_request_timeout(http.head_timeout())
         .keep_alive(http.keep_alive())
         .shutdown_timeout(10)

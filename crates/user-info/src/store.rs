@@ -9,56 +9,29 @@
 //! HTTP request and a batch of thousands of Kafka records.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::connection::SimpleConnection;
-use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, ManageConnection, Pool, PooledConnection};
 use diesel::sql_types::{Array, Nullable, Text};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use domain::user::Folded;
 use domain::{UserFields, user::Change};
 use serde::Serialize;
 use uuid::Uuid;
 
-pub type PgPool = Pool<Manager>;
-pub type PgPooled = PooledConnection<Manager>;
+use crate::postgres::{Connector, UrlError};
 
-/// A pooled connection that remembers whether it failed. diesel only notices a
-/// broken *transaction*, not a dead socket; rather than pinging the server on
-/// every checkout (a round trip per request), a connection whose work failed is
-/// discarded when it goes back to the pool, and the next checkout reconnects.
-pub struct PgConn {
-    conn: PgConnection,
-    failed: bool,
-}
-
-/// The pool's connection manager: diesel's, plus the [`PgConn`] rule.
-pub struct Manager(ConnectionManager<PgConnection>);
-
-impl ManageConnection for Manager {
-    type Connection = PgConn;
-    type Error = diesel::r2d2::Error;
-
-    fn connect(&self) -> Result<PgConn, Self::Error> {
-        self.0.connect().map(|conn| PgConn {
-            conn,
-            failed: false,
-        })
-    }
-
-    fn is_valid(&self, conn: &mut PgConn) -> Result<(), Self::Error> {
-        self.0.is_valid(&mut conn.conn)
-    }
-
-    fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.failed || self.0.has_broken(&mut conn.conn)
-    }
-}
+type PgPool = Pool<AsyncPgConnection>;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
@@ -123,178 +96,114 @@ impl From<diesel::result::Error> for StoreError {
     }
 }
 
-impl From<diesel::r2d2::PoolError> for StoreError {
-    fn from(error: diesel::r2d2::PoolError) -> Self {
-        StoreError::Unavailable(error.into())
-    }
-}
-
-/// The database as the services use it: a pool, plus whether migrations have
-/// been applied. Until they have, every data operation answers "not ready".
+/// The database as the services use it: a pool of connections, plus whether
+/// migrations have been applied. Until they have, every data operation answers
+/// "not ready". Every operation is bounded: at most `connect_timeout` to get a
+/// connection, at most `query_timeout` for the database to answer.
 #[derive(Clone)]
 pub struct Database {
     pool: PgPool,
-    migrated: Arc<AtomicBool>,
-    /// One permit per pooled connection: requests beyond that wait here, as cheap
-    /// futures, instead of each parking a blocking thread on the pool (during an
-    /// outage that grew the process by a thread stack and malloc arena per waiter).
-    slots: Arc<tokio::sync::Semaphore>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    connector: Connector,
+    migrated: AtomicBool,
     connect_timeout: Duration,
+    query_timeout: Duration,
+}
+
+/// What [`Database::start`] needs to know.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: String,
+    /// Names this process in `pg_stat_activity` (unless the URL does).
+    pub application_name: &'static str,
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    pub query_timeout: Duration,
 }
 
 impl Database {
     /// Creates the pool (without connecting) and starts applying migrations in
     /// the background, retrying with capped backoff until the database answers.
-    pub fn start(database_url: &str, size: u32, connect_timeout: Duration) -> Self {
+    /// Fails only on a `DATABASE_URL` that can never work.
+    pub fn start(settings: &DatabaseSettings) -> Result<Self, UrlError> {
+        let shared = Arc::new(Shared {
+            connector: Connector::parse(&settings.url, settings.application_name)?,
+            migrated: AtomicBool::new(false),
+            connect_timeout: settings.connect_timeout,
+            query_timeout: settings.query_timeout,
+        });
         let database = Database {
-            pool: pool(database_url, size, connect_timeout),
-            migrated: Arc::new(AtomicBool::new(false)),
-            slots: Arc::new(tokio::sync::Semaphore::new(size.max(1) as usize)),
-            connect_timeout,
+            pool: pool(&shared.connector, settings.pool_size),
+            shared,
         };
         tokio::spawn(database.clone().migrate_until_done());
-        database
+        Ok(database)
+    }
+
+    /// The same database through a pool of its own, sharing the migration
+    /// state: each HTTP worker thread gets one, so that a connection's I/O is
+    /// driven by the thread whose requests use it.
+    pub fn with_own_pool(&self, size: usize) -> Self {
+        Database {
+            pool: pool(&self.shared.connector, size),
+            shared: self.shared.clone(),
+        }
     }
 
     pub fn is_migrated(&self) -> bool {
-        self.migrated.load(Ordering::Acquire)
-    }
-
-    /// Runs blocking diesel work on a pooled connection, off the async executor.
-    /// Waits at most the pool's connection timeout for a connection.
-    pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(&mut PgConnection) -> Result<T, StoreError> + Send + 'static,
-        T: Send + 'static,
-    {
-        if !self.is_migrated() {
-            return Err(StoreError::NotReady);
-        }
-        let started = tokio::time::Instant::now();
-        let slot = tokio::time::timeout(self.connect_timeout, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| StoreError::Unavailable("no database connection free in time".into()))?
-            .map_err(|error| StoreError::Unavailable(error.into()))?;
-        let pool = self.pool.clone();
-        // What is left of the connection timeout after waiting for the slot.
-        let remaining = self.connect_timeout.saturating_sub(started.elapsed());
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let mut pooled = pool.get_timeout(remaining.max(Duration::from_millis(1)))?;
-            let result = work(&mut pooled.conn);
-            pooled.failed = result.is_err();
-            result
-        })
-        .await
-        .map_err(|error| StoreError::Unavailable(error.into()))?
+        AtomicBool::load(&self.shared.migrated, Ordering::Acquire)
     }
 
     /// Migrated and answering a query.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.run(ping).await
+        let mut conn = self.checkout().await?;
+        let result = self.bounded(conn.batch_execute("SELECT 1")).await;
+        settle(conn, result)
     }
 
-    async fn migrate_until_done(self) {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            let pool = self.pool.clone();
-            let outcome = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                let mut pooled = pool.get()?;
-                let result = migrate(&mut pooled.conn);
-                pooled.failed = result.is_err();
-                result
-            })
+    pub async fn get(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        let mut conn = self.checkout().await?;
+        let query = user_info::table.find(id).select(User::as_select());
+        let result = self
+            .bounded(async { query.first(&mut conn).await.optional() })
             .await;
-            match outcome {
-                Ok(Ok(())) => {
-                    self.migrated.store(true, Ordering::Release);
-                    tracing::info!("database migrations applied");
-                    return;
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "cannot migrate the database yet");
-                }
-                Err(error) => tracing::error!(%error, "migration task failed"),
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        settle(conn, result)
     }
-}
 
-/// Builds a pool that does not connect yet, so the service starts (and answers
-/// `/health`) while the database is still down.
-pub fn pool(database_url: &str, size: u32, connect_timeout: Duration) -> PgPool {
-    Pool::builder()
-        .max_size(size.max(1))
-        .min_idle(Some(0))
-        .test_on_check_out(false)
-        .connection_timeout(connect_timeout)
-        .build_unchecked(Manager(ConnectionManager::new(database_url)))
-}
+    /// Deletes a user; `false` when there was none.
+    pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
+        let mut conn = self.checkout().await?;
+        let result = self
+            .bounded(diesel::delete(user_info::table.find(id)).execute(&mut conn))
+            .await;
+        settle(conn, result.map(|deleted| deleted > 0))
+    }
 
-/// Applies pending migrations under an advisory lock, so that replicas starting
-/// together migrate one after the other and the later ones find nothing to do.
-pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<()> {
-    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
-    let result = conn
-        .run_pending_migrations(MIGRATIONS)
-        .map(|_| ())
-        .map_err(|error| anyhow::anyhow!(error));
-    let unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
-    result?;
-    unlocked?;
-    Ok(())
-}
+    /// Merges one change into the stored user, creating it when absent. Returns
+    /// the stored user and whether it was created.
+    pub async fn merge(&self, id: Uuid, fields: &UserFields) -> Result<(User, bool), StoreError> {
+        let mut conn = self.checkout().await?;
+        let result = self
+            .bounded(merge_many(&mut conn, &[(id, fields)], Expect::Existing))
+            .await;
+        settle(conn, result)?.pop().ok_or(StoreError::Contention)
+    }
 
-/// Checks that the database answers a query.
-pub fn ping(conn: &mut PgConnection) -> Result<(), StoreError> {
-    conn.batch_execute("SELECT 1")?;
-    Ok(())
-}
-
-pub fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<User>, StoreError> {
-    Ok(user_info::table
-        .find(id)
-        .select(User::as_select())
-        .first(conn)
-        .optional()?)
-}
-
-/// Deletes a user; `false` when there was none.
-pub fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
-    Ok(diesel::delete(user_info::table.find(id)).execute(conn)? > 0)
-}
-
-/// Merges one change into the stored user, creating it when absent. Returns the
-/// stored user and whether it was created.
-pub fn merge(
-    conn: &mut PgConnection,
-    id: Uuid,
-    fields: &UserFields,
-) -> Result<(User, bool), StoreError> {
-    merge_many(conn, &[(id, fields)], Expect::Existing)?
-        .pop()
-        .ok_or(StoreError::Contention)
-}
-
-/// Applies changes in log order, exactly as if applied one by one, in a single
-/// transaction: several changes to one user are folded first.
-pub fn apply_batch(
-    conn: &mut PgConnection,
-    changes: impl IntoIterator<Item = (Uuid, Change)>,
-) -> Result<(), StoreError> {
-    let folded = domain::fold_changes(changes);
-    conn.transaction(|conn| {
+    /// Applies changes in log order, exactly as if applied one by one, in a
+    /// single transaction: several changes to one user are folded first.
+    pub async fn apply_batch(
+        &self,
+        changes: impl IntoIterator<Item = (Uuid, Change)>,
+    ) -> Result<(), StoreError> {
+        let folded = domain::fold_changes(changes);
         let removed: Vec<Uuid> = folded
             .iter()
             .filter(|(_, op)| matches!(op, Folded::Delete | Folded::Replace(_)))
             .map(|(id, _)| *id)
             .collect();
-        if !removed.is_empty() {
-            diesel::delete(user_info::table.filter(user_info::user_id.eq_any(&removed)))
-                .execute(conn)?;
-        }
         let merged: Vec<(Uuid, &UserFields)> = folded
             .iter()
             .filter_map(|(id, op)| match op {
@@ -302,9 +211,131 @@ pub fn apply_batch(
                 Folded::Delete => None,
             })
             .collect();
-        merge_many(conn, &merged, Expect::New)?;
-        Ok(())
-    })
+        let mut conn = self.checkout().await?;
+        let transaction = conn.transaction::<_, StoreError, _>(async |conn| {
+            if !removed.is_empty() {
+                diesel::delete(user_info::table.filter(user_info::user_id.eq_any(&removed)))
+                    .execute(conn)
+                    .await?;
+            }
+            merge_many(conn, &merged, Expect::New).await?;
+            Ok(())
+        });
+        let result = self.bounded(transaction).await;
+        settle(conn, result)
+    }
+
+    /// A pooled connection, once migrations are applied, within the connect
+    /// timeout.
+    async fn checkout(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
+        if !self.is_migrated() {
+            return Err(StoreError::NotReady);
+        }
+        tokio::time::timeout(self.shared.connect_timeout, self.pool.get())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("no database connection within the connect timeout".into())
+            })?
+            .map_err(|error| StoreError::Unavailable(error.into()))
+    }
+
+    /// Bounds a database operation by the query timeout. When it runs out, the
+    /// operation is dropped (and its connection discarded by [`settle`]).
+    async fn bounded<T, E>(
+        &self,
+        operation: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, StoreError>
+    where
+        StoreError: From<E>,
+    {
+        match tokio::time::timeout(self.shared.query_timeout, operation).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StoreError::Unavailable(
+                format!(
+                    "no answer from the database within {:?}",
+                    self.shared.query_timeout
+                )
+                .into(),
+            )),
+        }
+    }
+
+    async fn migrate_until_done(self) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.migrate().await {
+                Ok(()) => {
+                    AtomicBool::store(&self.shared.migrated, true, Ordering::Release);
+                    tracing::info!("database migrations applied");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "cannot migrate the database yet");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Applies pending migrations under an advisory lock, so that replicas
+    /// starting together migrate one after the other and the later ones find
+    /// nothing to do. diesel's migration harness is synchronous: it runs on a
+    /// blocking thread, over a connection of our own (not a pooled one).
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let connect = self.shared.connector.connect();
+        let conn = tokio::time::timeout(self.shared.connect_timeout, connect)
+            .await
+            .map_err(|_| anyhow::anyhow!("no connection within the connect timeout"))??;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+        tokio::task::spawn_blocking(move || {
+            use diesel::connection::SimpleConnection;
+            let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK})");
+            SimpleConnection::batch_execute(&mut conn, &lock)?;
+            let result = conn
+                .run_pending_migrations(MIGRATIONS)
+                .map(|_| ())
+                .map_err(|error| anyhow::anyhow!(error));
+            let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})");
+            let unlocked = SimpleConnection::batch_execute(&mut conn, &unlock);
+            result?;
+            unlocked?;
+            Ok(())
+        })
+        .await?
+    }
+}
+
+/// A pool that does not connect yet, so the service starts (and answers
+/// `/health`) while the database is still down. Connections are not pinged on
+/// checkout (a round trip per request); one whose work failed is discarded by
+/// [`settle`] instead, so a database restart still heals by itself.
+fn pool(connector: &Connector, size: usize) -> PgPool {
+    let connector = connector.clone();
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |_url| {
+        let connector = connector.clone();
+        Box::pin(async move { connector.connect().await })
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config("", config);
+    #[allow(clippy::expect_used)] // only fails with a runtime-dependent timeout set
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .build()
+        .expect("a pool without timeouts always builds")
+}
+
+/// Returns the connection to the pool, or throws it away when its work failed:
+/// diesel only notices a broken transaction, not a dead socket.
+fn settle<T>(
+    conn: Object<AsyncPgConnection>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if result.is_err() {
+        drop(Object::take(conn));
+    }
+    result
 }
 
 /// Which rows a merge expects to find, to try the statement that usually does
@@ -317,8 +348,8 @@ enum Expect {
 }
 
 /// The merge itself; `changes` must name each user at most once.
-fn merge_many(
-    conn: &mut PgConnection,
+async fn merge_many(
+    conn: &mut AsyncPgConnection,
     changes: &[(Uuid, &UserFields)],
     expect: Expect,
 ) -> Result<Vec<(User, bool)>, StoreError> {
@@ -336,7 +367,7 @@ fn merge_many(
             if pending.is_empty() {
                 break;
             }
-            let written = run_merge_statement(conn, statement, &pending)?;
+            let written = run_merge_statement(conn, statement, &pending).await?;
             let ids: HashSet<Uuid> = written.iter().map(|user| user.user_id).collect();
             pending.retain(|(id, _)| !ids.contains(id));
             done.extend(written.into_iter().map(|user| (user, created)));
@@ -349,7 +380,7 @@ fn merge_many(
     }
 }
 
-/// The two merge statements, around `unnest(<the changes>)`.
+/// The two merge statements, around the changes (`unnest(...)` or `(VALUES (...))`).
 const UPDATE_SQL: (&str, &str) = (
     "UPDATE user_info AS u SET \
         first_name = COALESCE(c.first_name, u.first_name), \
@@ -376,8 +407,8 @@ const INSERT_SQL: (&str, &str) = (
 /// Runs one of the merge statements with the changes bound as parallel arrays
 /// (`NULL` = field absent from the change). Unlike `sql_query`, this statement
 /// is prepared once per connection and reused.
-fn run_merge_statement(
-    conn: &mut PgConnection,
+async fn run_merge_statement(
+    conn: &mut AsyncPgConnection,
     (head, tail): (&'static str, &'static str),
     changes: &[(Uuid, &UserFields)],
 ) -> QueryResult<Vec<User>> {
@@ -394,9 +425,11 @@ fn run_merge_statement(
         phone_numbers: column(|f| f.phone_number.as_ref().map(|v| v.as_str())),
     }
     .load(conn)
+    .await
 }
 
-/// [`UPDATE_SQL`] or [`INSERT_SQL`] around `unnest` of its five array parameters.
+/// [`UPDATE_SQL`] or [`INSERT_SQL`] around the changes: `unnest` of five array
+/// parameters, or for a single change one `VALUES` row.
 struct MergeStatement<'a> {
     head: &'static str,
     tail: &'static str,
@@ -413,18 +446,37 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for MergeStatement<'_>
         mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
     ) -> QueryResult<()> {
         out.push_sql(self.head);
-        out.push_sql("unnest(");
-        out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(&self.ids)?;
-        for column in [
-            &self.first_names,
-            &self.last_names,
-            &self.emails,
-            &self.phone_numbers,
-        ] {
-            out.push_sql(", ");
-            out.push_bind_param::<Array<Nullable<Text>>, _>(column)?;
+        if let ([id], [first_name], [last_name], [email], [phone_number]) = (
+            self.ids.as_slice(),
+            self.first_names.as_slice(),
+            self.last_names.as_slice(),
+            self.emails.as_slice(),
+            self.phone_numbers.as_slice(),
+        ) {
+            // One change (an HTTP request): scalar parameters, whose generic
+            // plan PostgreSQL keeps; with arrays it plans every execution anew,
+            // since it cannot know their length in advance.
+            out.push_sql("(VALUES (");
+            out.push_bind_param::<diesel::sql_types::Uuid, _>(id)?;
+            for field in [first_name, last_name, email, phone_number] {
+                out.push_sql(", ");
+                out.push_bind_param::<Nullable<Text>, _>(field)?;
+            }
+            out.push_sql("))");
+        } else {
+            out.push_sql("unnest(");
+            out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(&self.ids)?;
+            for column in [
+                &self.first_names,
+                &self.last_names,
+                &self.emails,
+                &self.phone_numbers,
+            ] {
+                out.push_sql(", ");
+                out.push_bind_param::<Array<Nullable<Text>>, _>(column)?;
+            }
+            out.push_sql(")");
         }
-        out.push_sql(")");
         out.push_sql(self.tail);
         Ok(())
     }
@@ -439,5 +491,3 @@ impl diesel::query_builder::QueryId for MergeStatement<'_> {
 impl diesel::query_builder::Query for MergeStatement<'_> {
     type SqlType = diesel::sql_types::Untyped;
 }
-
-impl RunQueryDsl<PgConnection> for MergeStatement<'_> {}

@@ -51,14 +51,14 @@ impl TestDatabase {
 
     /// The row as stored, read directly from PostgreSQL.
     pub fn stored(&self, id: Uuid) -> Option<User> {
-        store::get(&mut self.connect(), id).unwrap()
+        read_user(&mut self.connect(), id).unwrap()
     }
 
     /// Like [`TestDatabase::stored`], but `None` while the database cannot be
     /// read yet (not migrated, cut off): for polling.
     pub fn find(&self, id: Uuid) -> Option<User> {
         let mut conn = PgConnection::establish(&self.url).ok()?;
-        store::get(&mut conn, id).ok().flatten()
+        read_user(&mut conn, id).ok().flatten()
     }
 
     /// The `n` column of a `SELECT count(*) AS n ...`; -1 while the database
@@ -85,6 +85,16 @@ impl TestDatabase {
             .get_result(&mut self.connect())
             .unwrap()
     }
+}
+
+/// One user as stored, over a plain (libpq) connection of the test's own.
+pub fn read_user(conn: &mut PgConnection, id: Uuid) -> diesel::QueryResult<Option<User>> {
+    use diesel::prelude::*;
+    store::user_info::table
+        .find(id)
+        .select(User::as_select())
+        .first(conn)
+        .optional()
 }
 
 impl Drop for TestDatabase {
@@ -115,12 +125,15 @@ where
     false
 }
 
-/// A TCP proxy to PostgreSQL that a test can stop and start, to cut the
-/// database off without touching the server. Stopping closes every connection.
+/// A TCP proxy to PostgreSQL (or a broker) that a test can stop and start, to
+/// cut the server off without touching it - stopping closes every connection -
+/// or freeze and thaw, to make it stop answering while connections stay open
+/// (a network partition, a hung server).
 pub struct TcpProxy {
     pub address: SocketAddr,
     target: SocketAddr,
     task: Option<JoinHandle<()>>,
+    frozen: tokio::sync::watch::Sender<bool>,
 }
 
 impl TcpProxy {
@@ -131,6 +144,7 @@ impl TcpProxy {
             address,
             target,
             task: None,
+            frozen: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -140,12 +154,19 @@ impl TcpProxy {
         socket.bind(self.address).unwrap();
         let listener = socket.listen(128).unwrap();
         let target = self.target;
+        let frozen = self.frozen.clone();
         self.task = Some(tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let frozen = frozen.clone();
                 connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
+                        let (in_read, in_write) = inbound.into_split();
+                        let (out_read, out_write) = outbound.into_split();
+                        tokio::select! {
+                            () = pump(in_read, out_write, frozen.subscribe()) => {}
+                            () = pump(out_read, in_write, frozen.subscribe()) => {}
+                        }
                     }
                 });
             }
@@ -155,6 +176,37 @@ impl TcpProxy {
     pub fn stop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+    }
+
+    /// Holds every byte in both directions, keeping connections open.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Delivers what was held and forwards again.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+/// Copies one direction, holding what it read while the proxy is frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if frozen.wait_for(|frozen| !*frozen).await.is_err()
+            || to.write_all(&buffer[..read]).await.is_err()
+        {
+            return;
         }
     }
 }

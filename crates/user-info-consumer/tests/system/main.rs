@@ -303,7 +303,9 @@ async fn under_mixed_load_and_a_postgres_restart_nothing_is_lost_and_only_docume
     // Every HTTP user holds its last acknowledged write.
     let mut conn = diesel::PgConnection::establish(&setup.db.url).unwrap();
     for (id, version) in &last_writes {
-        let row = user_info::store::get(&mut conn, *id).unwrap().unwrap();
+        let row = user_info::testing::read_user(&mut conn, *id)
+            .unwrap()
+            .unwrap();
         assert_eq!(row.first_name, format!("h{version}"), "user {id}");
     }
     // Every Kafka user holds its last record, the restart notwithstanding.

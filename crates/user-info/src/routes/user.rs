@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::http::read_json_body;
 use crate::openapi::UserChangeBody;
 use crate::startup::AppState;
-use crate::store::{self, User};
+use crate::store::User;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -55,10 +55,7 @@ pub async fn post_user(
     let id = change.user_id.unwrap_or_else(Uuid::new_v4);
     let span = tracing::Span::current();
     span.record("user_id", tracing::field::display(id));
-    let (user, created) = state
-        .database
-        .run(move |conn| store::merge(conn, id, &change.fields))
-        .await?;
+    let (user, created) = state.database.merge(id, &change.fields).await?;
     span.record("created", created);
     tracing::info!(user_id = %id, created, "user saved");
     let mut response = if created {
@@ -85,7 +82,7 @@ pub async fn get_user(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = query.parse()?;
-    let user = state.database.run(move |conn| store::get(conn, id)).await?;
+    let user = state.database.get(id).await?;
     tracing::debug!(user_id = %id, found = user.is_some(), "user read");
     user.map(|user| HttpResponse::Ok().json(user))
         .ok_or(ApiError::UserNotFound)
@@ -107,10 +104,7 @@ pub async fn delete_user(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = query.parse()?;
-    let deleted = state
-        .database
-        .run(move |conn| store::delete(conn, id))
-        .await?;
+    let deleted = state.database.delete(id).await?;
     tracing::info!(user_id = %id, deleted, "user delete");
     if deleted {
         Ok(HttpResponse::NoContent().finish())

@@ -6,7 +6,10 @@ use std::time::Duration;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{TcpProxy, TestDatabase, eventually, postgres_address, problem, spawn_app_on};
+use crate::helpers::{
+    TcpProxy, TestDatabase, eventually, postgres_address, problem, settings, spawn_app_on,
+    spawn_configured,
+};
 
 #[tokio::test]
 async fn without_a_database_the_service_starts_answers_health_and_503_then_recovers() {
@@ -98,4 +101,94 @@ async fn two_applications_migrating_the_same_fresh_database_both_start() {
     );
     let read = second.get_user(&id).await;
     assert_eq!(read.status(), 200);
+}
+
+#[tokio::test]
+async fn a_database_that_stops_answering_gives_503_within_the_query_timeout_then_recovers() {
+    let mut proxy = TcpProxy::reserve(postgres_address());
+    proxy.start();
+    let db = TestDatabase::create();
+    let mut config = settings(
+        &db.url
+            .replacen("127.0.0.1:5432", &proxy.address.to_string(), 1),
+    );
+    config.database_query_timeout = 1.0;
+    let app = spawn_configured(db, config).await;
+    app.wait_until_ready().await;
+    let id = Uuid::new_v4().to_string();
+    let created = app
+        .post_user(&json!({"user_id": id, "first_name": "A"}))
+        .await;
+    assert_eq!(created.status(), 201);
+
+    // Connections stay open but nothing comes back: without the query timeout
+    // these requests would hang until the client gave up.
+    proxy.freeze();
+    problem(
+        app.post_user(&json!({"user_id": id, "first_name": "B"}))
+            .await,
+        503,
+    )
+    .await;
+    problem(app.get_user(&id).await, 503).await;
+    problem(app.get("/ready").await, 503).await;
+
+    proxy.thaw();
+    let recovered = eventually(Duration::from_secs(20), || async {
+        app.post_user(&json!({"user_id": id, "first_name": "C"}))
+            .await
+            .status()
+            == 200
+    })
+    .await;
+    assert!(
+        recovered,
+        "the service must recover once the database answers again"
+    );
+    assert_eq!(app.db.stored(id.parse().unwrap()).unwrap().first_name, "C");
+}
+
+#[tokio::test]
+async fn sslmode_require_encrypts_every_connection_and_verify_full_checks_the_certificate() {
+    // The local cluster serves a self-signed certificate (Debian's snakeoil): good
+    // enough for `require`, which encrypts without checking, refused by
+    // `verify-full`, which checks the chain against the system's roots.
+    let db = TestDatabase::create();
+    let name = db.name.clone();
+    let app = spawn_app_on_url(db, "sslmode=require").await;
+    app.wait_until_ready().await;
+    let id = Uuid::new_v4().to_string();
+    let created = app
+        .post_user(&json!({"user_id": id, "first_name": "A"}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let plain = app.db.count_where(&format!(
+        "SELECT count(*) AS n FROM pg_stat_activity JOIN pg_stat_ssl USING (pid) \
+         WHERE datname = '{name}' AND application_name = 'user-info' AND NOT ssl"
+    ));
+    let encrypted = app.db.count_where(&format!(
+        "SELECT count(*) AS n FROM pg_stat_activity JOIN pg_stat_ssl USING (pid) \
+         WHERE datname = '{name}' AND application_name = 'user-info' AND ssl"
+    ));
+    assert_eq!(plain, 0, "no connection of the service may be unencrypted");
+    assert!(encrypted >= 1, "the service's connections must use TLS");
+
+    let verify_full = format!("{}?sslmode=verify-full", app.db.url);
+    let refused = user_info::postgres::Connector::parse(&verify_full, "test")
+        .unwrap()
+        .connect()
+        .await
+        .err()
+        .map(|error| error.to_string());
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|error| error.contains("certificate")),
+        "verify-full must refuse an untrusted certificate, got {refused:?}"
+    );
+}
+
+async fn spawn_app_on_url(db: TestDatabase, parameters: &str) -> crate::helpers::TestApp {
+    let url = format!("{}?{parameters}", db.url);
+    spawn_configured(db, settings(&url)).await
 }

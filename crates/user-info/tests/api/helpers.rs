@@ -32,6 +32,7 @@ pub fn settings(database_url: &str) -> Settings {
         database_url: database_url.to_owned(),
         database_pool_size: 4,
         database_connect_timeout: 1.0,
+        database_query_timeout: 5.0,
         api_tokens: None,
         http: HttpSettings {
             http_head_timeout: 10.0,

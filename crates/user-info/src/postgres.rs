@@ -1,0 +1,207 @@
+//! Connecting to PostgreSQL: `DATABASE_URL` read the way libpq reads it, TLS
+//! modes included, but spoken by tokio-postgres, so that every query runs on the
+//! async executor instead of parking a thread per query.
+//!
+//! tokio-postgres knows `sslmode=disable|prefer|require` and nothing about
+//! certificates; libpq's `sslmode` and `sslrootcert` are therefore taken out of
+//! the URL here and turned into the TLS connector's settings:
+//!
+//! | `sslmode` | TLS | certificate checked |
+//! | --- | --- | --- |
+//! | `disable` | never | - |
+//! | `allow`, `prefer` (default) | when the server offers it | no |
+//! | `require` | always | only against `sslrootcert`, when given (as libpq) |
+//! | `verify-ca` | always | chain, against `sslrootcert` or the system's roots |
+//! | `verify-full` | always | chain and host name |
+
+use std::borrow::Cow;
+
+use diesel::{ConnectionError, ConnectionResult};
+use diesel_async::AsyncPgConnection;
+use percent_encoding::percent_decode_str;
+use postgres_native_tls::MakeTlsConnector;
+use tokio_postgres::config::SslMode;
+
+/// How to reach the database: the parsed URL and its TLS connector.
+#[derive(Clone)]
+pub struct Connector {
+    config: tokio_postgres::Config,
+    tls: MakeTlsConnector,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error(
+        "DATABASE_URL: unsupported sslmode {0:?} (disable, allow, prefer, require, verify-ca or verify-full)"
+    )]
+    SslMode(String),
+    #[error("DATABASE_URL: cannot read sslrootcert {path:?}: {source}")]
+    RootCert {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("DATABASE_URL: {0}")]
+    Tls(#[from] native_tls::Error),
+    #[error("DATABASE_URL: {0}")]
+    Invalid(#[from] tokio_postgres::Error),
+}
+
+/// What libpq's `sslmode` asks of the certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    Nothing,
+    Chain,
+    ChainAndHost,
+}
+
+impl Connector {
+    /// Parses a libpq-style URL (`postgres://user:password@host:port/db?...`).
+    pub fn parse(url: &str, application_name: &str) -> Result<Self, UrlError> {
+        let (url, sslmode, root_cert) = take_tls_parameters(url);
+        let (mode, mut verify) = match sslmode.as_deref().unwrap_or("prefer") {
+            "disable" => (SslMode::Disable, Verify::Nothing),
+            "allow" | "prefer" => (SslMode::Prefer, Verify::Nothing),
+            "require" => (SslMode::Require, Verify::Nothing),
+            "verify-ca" => (SslMode::Require, Verify::Chain),
+            "verify-full" => (SslMode::Require, Verify::ChainAndHost),
+            other => return Err(UrlError::SslMode(other.to_owned())),
+        };
+        let mut builder = native_tls::TlsConnector::builder();
+        match root_cert.as_deref() {
+            None | Some("system") => {}
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| UrlError::RootCert {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                for certificate in split_pem(&pem) {
+                    builder.add_root_certificate(native_tls::Certificate::from_pem(certificate)?);
+                }
+                // libpq: with a root certificate at hand, `require` checks the chain.
+                if verify == Verify::Nothing && mode == SslMode::Require {
+                    verify = Verify::Chain;
+                }
+            }
+        }
+        builder
+            .danger_accept_invalid_certs(verify == Verify::Nothing)
+            .danger_accept_invalid_hostnames(verify != Verify::ChainAndHost);
+        let mut config: tokio_postgres::Config = url.parse()?;
+        config.ssl_mode(mode);
+        if config.get_application_name().is_none() {
+            config.application_name(application_name);
+        }
+        Ok(Self {
+            config,
+            tls: MakeTlsConnector::new(builder.build()?),
+        })
+    }
+
+    /// Opens one connection; its I/O is driven by a task on the current runtime.
+    pub async fn connect(&self) -> ConnectionResult<AsyncPgConnection> {
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|error| ConnectionError::BadConnection(crate::error::error_chain(&error)))?;
+        AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    }
+}
+
+/// Splits `sslmode` and `sslrootcert` off a URL's query string; everything else
+/// is left for tokio-postgres to read (or refuse).
+fn take_tls_parameters(url: &str) -> (Cow<'_, str>, Option<String>, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (Cow::Borrowed(url), None, None);
+    };
+    let (mut sslmode, mut root_cert) = (None, None);
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = || percent_decode_str(value).decode_utf8_lossy().into_owned();
+        match key {
+            "sslmode" => sslmode = Some(decoded()),
+            "sslrootcert" => root_cert = Some(decoded()),
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (Cow::Owned(url), sslmode, root_cert)
+}
+
+/// The PEM blocks of a certificate bundle, one per certificate.
+fn split_pem(pem: &[u8]) -> Vec<&[u8]> {
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    let starts: Vec<usize> = pem
+        .windows(BEGIN.len())
+        .enumerate()
+        .filter(|(_, window)| *window == BEGIN)
+        .map(|(at, _)| at)
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| &pem[start..starts.get(i + 1).copied().unwrap_or(pem.len())])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_parameters_are_taken_out_and_the_rest_kept() {
+        let (url, mode, root) = take_tls_parameters(
+            "postgres://u:p@db:5432/app?sslmode=verify-full&connect_timeout=3&sslrootcert=%2Fetc%2Fca.pem",
+        );
+        assert_eq!(url, "postgres://u:p@db:5432/app?connect_timeout=3");
+        assert_eq!(mode.as_deref(), Some("verify-full"));
+        assert_eq!(root.as_deref(), Some("/etc/ca.pem"));
+
+        let (url, mode, root) = take_tls_parameters("postgres://u:p@db/app");
+        assert_eq!(
+            (url.as_ref(), mode, root),
+            ("postgres://u:p@db/app", None, None)
+        );
+    }
+
+    #[test]
+    fn every_libpq_sslmode_is_understood_and_others_refused() {
+        for mode in [
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ] {
+            let url = format!("postgres://u:p@db/app?sslmode={mode}");
+            assert!(Connector::parse(&url, "test").is_ok(), "{mode}");
+        }
+        let refused = Connector::parse("postgres://u:p@db/app?sslmode=sometimes", "test");
+        assert!(matches!(refused, Err(UrlError::SslMode(mode)) if mode == "sometimes"));
+    }
+
+    #[test]
+    fn a_missing_root_certificate_is_a_startup_error_naming_the_file() {
+        let error = Connector::parse(
+            "postgres://u:p@db/app?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+            "test",
+        )
+        .err()
+        .map(|error| error.to_string());
+        assert!(error.is_some_and(|error| error.contains("/nonexistent/ca.pem")));
+    }
+
+    #[test]
+    fn a_bundle_splits_into_its_certificates() {
+        let bundle = b"-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n";
+        let parts = split_pem(bundle);
+        assert_eq!(parts.len(), 2);
+        assert!(parts[1].starts_with(b"-----BEGIN CERTIFICATE-----\nB"));
+    }
+}
