@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
@@ -134,6 +136,7 @@ pub struct TcpProxy {
     target: SocketAddr,
     task: Option<JoinHandle<()>>,
     frozen: tokio::sync::watch::Sender<bool>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl TcpProxy {
@@ -145,6 +148,7 @@ impl TcpProxy {
             target,
             task: None,
             frozen: tokio::sync::watch::Sender::new(false),
+            accepted: Arc::default(),
         }
     }
 
@@ -155,9 +159,11 @@ impl TcpProxy {
         let listener = socket.listen(128).unwrap();
         let target = self.target;
         let frozen = self.frozen.clone();
+        let accepted = self.accepted.clone();
         self.task = Some(tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((inbound, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let frozen = frozen.clone();
                 connections.spawn(async move {
                     if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
@@ -177,6 +183,11 @@ impl TcpProxy {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Holds every byte in both directions, keeping connections open.

@@ -383,6 +383,64 @@ async fn a_missing_dead_letter_topic_holds_the_poison_until_the_topic_exists() {
 }
 
 #[tokio::test]
+async fn a_database_that_stops_answering_is_given_up_on_after_the_query_timeout_and_everything_lands()
+ {
+    let setup = Setup::new(1).await;
+    let mut proxy = TcpProxy::reserve(postgres_address());
+    proxy.start();
+    let via_proxy = setup
+        .db
+        .url
+        .replacen("127.0.0.1:5432", &proxy.address.to_string(), 1);
+    let consumer = setup.consumer_env(&via_proxy, &setup.group, &[("DATABASE_QUERY_TIMEOUT", "1")]);
+    let producer = setup.broker.producer();
+    let early = Uuid::new_v4();
+    produce(
+        &producer,
+        &setup.topic,
+        &[Record::user(early, json!({"user_id": early}))],
+    )
+    .await;
+    assert!(eventually(LANDING, || async { setup.db.find(early).is_some() }).await);
+
+    // Connections stay open, nothing answers: a hung server or a partition. Each
+    // attempt must be abandoned (not wait forever) and retried.
+    proxy.freeze();
+    let during: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+    let records: Vec<Record> = during
+        .iter()
+        .map(|id| Record::user(*id, json!({"user_id": id, "first_name": "During"})))
+        .collect();
+    produce(&producer, &setup.topic, &records).await;
+    let retried = eventually(LANDING, || async {
+        consumer.counter("consumer_database_retries_total").await >= 2
+    })
+    .await;
+    assert!(
+        retried,
+        "attempts against a silent database were given up and retried"
+    );
+    assert_eq!(
+        setup.db.count_where("SELECT count(*) AS n FROM user_info"),
+        1,
+        "nothing applied while the database was silent"
+    );
+
+    proxy.thaw();
+    let landed = eventually(LANDING, || async {
+        setup
+            .db
+            .count_where("SELECT count(*) AS n FROM user_info WHERE first_name = 'During'")
+            == 100
+    })
+    .await;
+    assert!(
+        landed,
+        "everything produced while the database was silent lands"
+    );
+}
+
+#[tokio::test]
 async fn a_broker_outage_keeps_the_consumer_running_and_it_catches_up_afterwards() {
     let broker_port = crate::support::free_port();
     let mut proxy = TcpProxy::reserve(format!("127.0.0.1:{broker_port}").parse().unwrap());

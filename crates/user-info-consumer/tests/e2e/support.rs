@@ -208,7 +208,7 @@ impl Setup {
         self.consumer_env(database_url, group, &[])
     }
 
-    fn consumer_env(
+    pub fn consumer_env(
         &self,
         database_url: &str,
         group: &str,

@@ -1,7 +1,9 @@
 //! The whole system under load and faults: a tansu broker, PostgreSQL and the three
 //! binaries (release builds when `SYSTEM_BIN_DIR` names them, as `scripts/test.sh`
-//! does), while the consumer ingests 100,000 records, both HTTP services serve a
-//! mixed load, and PostgreSQL itself is restarted in the middle.
+//! does), while the consumer ingests 100,000 records and both HTTP services serve a
+//! mixed load. In the middle of the backlog the broker becomes unreachable for a
+//! while (a TCP proxy in front of it is stopped, then started again), and then
+//! PostgreSQL itself is restarted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../e2e/support.rs"]
@@ -17,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use diesel::Connection;
 use serde_json::json;
-use support::{Record, Setup, free_port, produce};
+use support::{Broker, Record, Setup, free_port, produce};
 use tokio::sync::Mutex;
-use user_info::testing::eventually;
+use user_info::testing::{TcpProxy, eventually};
 use uuid::Uuid;
 
 const KAFKA_USERS: usize = 10_000;
@@ -27,6 +29,9 @@ const VERSIONS: usize = 10;
 const HTTP_WORKERS: usize = 8;
 const USERS_PER_WORKER: usize = 50;
 const LOAD: Duration = Duration::from_secs(12);
+/// How long the broker stays unreachable: half the session timeout we give the
+/// consumer, so it keeps its partitions and must reconnect, not rejoin.
+const BROKER_OUTAGE: Duration = Duration::from_secs(3);
 
 fn bin(name: &str) -> PathBuf {
     let dir = std::env::var("SYSTEM_BIN_DIR")
@@ -110,7 +115,12 @@ type Tally = Arc<Mutex<BTreeMap<(&'static str, u16), u64>>>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_mixed_load_and_a_postgres_restart_nothing_is_lost_and_only_documented_errors_appear()
 {
-    let setup = Setup::new(3).await;
+    let broker_port = free_port();
+    let mut broker_proxy = TcpProxy::reserve(format!("127.0.0.1:{broker_port}").parse().unwrap());
+    broker_proxy.start();
+    let broker = Broker::start_advertising(broker_port, broker_proxy.address.port()).await;
+    let setup = Setup::on(broker, 3).await;
+    setup.broker.create_topic(&setup.dlq_topic, 1).await;
     let user_info_port = free_port();
     let enricher_port = free_port();
     let metrics_port = free_port();
@@ -260,24 +270,46 @@ async fn under_mixed_load_and_a_postgres_restart_nothing_is_lost_and_only_docume
         }));
     }
 
-    // Restart PostgreSQL once the consumer is in the middle of the backlog.
+    // In the middle of the backlog: first the broker goes away for a while...
     let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
-    let ingesting = eventually(Duration::from_secs(60), || async {
-        let text = match client.get(&metrics).send().await {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        text.lines()
-            .find_map(|l| l.strip_prefix("consumer_messages_applied_total "))
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
+    let applied = || {
+        let (client, metrics) = (client.clone(), metrics.clone());
+        async move {
+            let text = match client.get(&metrics).send().await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            text.lines()
+                .find_map(|l| l.strip_prefix("consumer_messages_applied_total "))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let ingesting = eventually(Duration::from_secs(60), || async { applied().await > 0 }).await;
+    assert!(ingesting, "the consumer started on the backlog");
+    let load_started = Instant::now();
+    let at_broker_outage = applied().await;
+    broker_proxy.stop();
+    tokio::time::sleep(BROKER_OUTAGE).await;
+    let connections_before = broker_proxy.accepted();
+    broker_proxy.start();
+    let reconnected = eventually(Duration::from_secs(60), || async {
+        broker_proxy.accepted() > connections_before
     })
     .await;
-    assert!(ingesting, "the consumer started on the backlog");
+    assert!(reconnected, "the clients reconnected to the broker");
+    // ... then PostgreSQL restarts under the same load.
+    let at_restart = applied().await;
     if std::env::var("SYSTEM_NO_RESTART").is_err() {
         restart_postgres();
     }
-    tokio::time::sleep(LOAD).await;
+    eprintln!(
+        "broker outage at {at_broker_outage} applied messages, PostgreSQL restart at {at_restart}, of {}",
+        KAFKA_USERS * VERSIONS
+    );
+    // The load goes on for LOAD in all, and at least a few seconds past the restart.
+    let rest = LOAD.saturating_sub(load_started.elapsed());
+    tokio::time::sleep(rest.max(Duration::from_secs(6))).await;
     stop.store(true, Ordering::Relaxed);
     let mut last_writes = BTreeMap::new();
     for worker in workers {
