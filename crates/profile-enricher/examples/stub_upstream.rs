@@ -1,6 +1,11 @@
 //! A minimal enrichment upstream for the benchmark (`bench/run.sh`): answers every
 //! POST with a fixed JSON object, after `DELAY_MS` milliseconds (default 0).
 //!
+//! The delay is slept on a blocking thread (`nanosleep`, accurate to well under a
+//! millisecond), not with tokio's timer, whose 1 ms ticks round every sleep up:
+//! a "50 ms" upstream would otherwise answer after 50-51 ms, and the benchmark's
+//! ceiling of 8 / 0.05 s would measure the stub's timer, not the enricher.
+//!
 //! ```sh
 //! PORT=18200 DELAY_MS=50 cargo run --release --example stub_upstream
 //! ```
@@ -21,7 +26,9 @@ async fn main() -> std::io::Result<()> {
     HttpServer::new(move || {
         App::new().default_service(web::to(move |_: web::Bytes| async move {
             if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+                tokio::task::spawn_blocking(move || std::thread::sleep(delay))
+                    .await
+                    .unwrap();
             }
             HttpResponse::Ok()
                 .content_type("application/json")

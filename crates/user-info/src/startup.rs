@@ -30,8 +30,9 @@ impl Application {
         let port = listener.local_addr()?.port();
         let database_settings = settings.database();
         let database = Database::start(&database_settings)?;
-        // One pool per worker thread, DATABASE_POOL_SIZE connections in all: a
-        // connection's I/O then runs on the thread whose requests use it.
+        // One pool per worker thread, DATABASE_POOL_SIZE split evenly over them
+        // (rounded up): a connection's I/O then runs on the thread whose requests
+        // use it.
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pool_per_worker = database_settings.pool_size.div_ceil(workers);
         let tokens = web::Data::new(ApiTokens::parse(settings.api_tokens.as_deref()));
