@@ -200,7 +200,8 @@ impl EnrichmentClient {
         };
         tracing::Span::current().record("attempts", attempts);
         match &result {
-            Ok(_) => tracing::info!(attempts, "profile enriched"),
+            // The request's own line ("request finished", at info) reports the success.
+            Ok(_) => tracing::debug!(attempts, "profile enriched"),
             Err(error) => tracing::warn!(attempts, %error, "profile not enriched"),
         }
         result
