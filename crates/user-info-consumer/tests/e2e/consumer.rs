@@ -252,15 +252,37 @@ async fn kill_9_in_the_middle_of_20000_messages_then_restart_loses_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_database_outage_keeps_the_consumer_up_and_everything_lands_afterwards() {
-    let setup = Setup::new(1).await;
+/// Users produced while the database is away (first name "During").
+const DURING: i64 = 100;
+
+/// A TCP proxy in front of PostgreSQL (started), and the test database's URL through it.
+fn database_behind_a_proxy(setup: &Setup) -> (TcpProxy, String) {
     let mut proxy = TcpProxy::reserve(postgres_address());
     proxy.start();
-    let via_proxy = setup
+    let url = setup
         .db
         .url
         .replacen("127.0.0.1:5432", &proxy.address.to_string(), 1);
+    (proxy, url)
+}
+
+fn during_the_outage() -> Vec<Record> {
+    (0..DURING)
+        .map(|_| Uuid::new_v4())
+        .map(|id| Record::user(id, json!({"user_id": id, "first_name": "During"})))
+        .collect()
+}
+
+fn landed_during_the_outage(setup: &Setup) -> i64 {
+    setup
+        .db
+        .count_where("SELECT count(*) AS n FROM user_info WHERE first_name = 'During'")
+}
+
+#[tokio::test]
+async fn a_database_outage_keeps_the_consumer_up_and_everything_lands_afterwards() {
+    let setup = Setup::new(1).await;
+    let (mut proxy, via_proxy) = database_behind_a_proxy(&setup);
     let mut consumer = setup.consumer_with(&via_proxy, &setup.group);
     let producer = setup.broker.producer();
 
@@ -277,12 +299,7 @@ async fn a_database_outage_keeps_the_consumer_up_and_everything_lands_afterwards
     assert!(eventually(LANDING, || async { setup.db.find(early).is_some() }).await);
 
     proxy.stop();
-    let during: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
-    let records: Vec<Record> = during
-        .iter()
-        .map(|id| Record::user(*id, json!({"user_id": id, "first_name": "During"})))
-        .collect();
-    produce(&producer, &setup.topic, &records).await;
+    produce(&producer, &setup.topic, &during_the_outage()).await;
     let not_ready = eventually(LANDING, || async {
         consumer.status("/ready").await == Some(503)
     })
@@ -302,14 +319,13 @@ async fn a_database_outage_keeps_the_consumer_up_and_everything_lands_afterwards
     );
 
     proxy.start();
-    let landed = eventually(LANDING, || async {
-        setup
-            .db
-            .count_where("SELECT count(*) AS n FROM user_info WHERE first_name = 'During'")
-            == 100
-    })
-    .await;
-    assert!(landed, "everything produced during the outage lands");
+    assert!(
+        eventually(LANDING, || async {
+            landed_during_the_outage(&setup) == DURING
+        })
+        .await,
+        "everything produced during the outage lands"
+    );
     assert!(
         eventually(LANDING, || async {
             consumer.status("/ready").await == Some(200)
@@ -386,12 +402,7 @@ async fn a_missing_dead_letter_topic_holds_the_poison_until_the_topic_exists() {
 async fn a_database_that_stops_answering_is_given_up_on_after_the_query_timeout_and_everything_lands()
  {
     let setup = Setup::new(1).await;
-    let mut proxy = TcpProxy::reserve(postgres_address());
-    proxy.start();
-    let via_proxy = setup
-        .db
-        .url
-        .replacen("127.0.0.1:5432", &proxy.address.to_string(), 1);
+    let (proxy, via_proxy) = database_behind_a_proxy(&setup);
     let consumer = setup.consumer_env(&via_proxy, &setup.group, &[("DATABASE_QUERY_TIMEOUT", "1")]);
     let producer = setup.broker.producer();
     let early = Uuid::new_v4();
@@ -406,12 +417,7 @@ async fn a_database_that_stops_answering_is_given_up_on_after_the_query_timeout_
     // Connections stay open, nothing answers: a hung server or a partition. Each
     // attempt must be abandoned (not wait forever) and retried.
     proxy.freeze();
-    let during: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
-    let records: Vec<Record> = during
-        .iter()
-        .map(|id| Record::user(*id, json!({"user_id": id, "first_name": "During"})))
-        .collect();
-    produce(&producer, &setup.topic, &records).await;
+    produce(&producer, &setup.topic, &during_the_outage()).await;
     let retried = eventually(LANDING, || async {
         consumer.counter("consumer_database_retries_total").await >= 2
     })
@@ -427,15 +433,11 @@ async fn a_database_that_stops_answering_is_given_up_on_after_the_query_timeout_
     );
 
     proxy.thaw();
-    let landed = eventually(LANDING, || async {
-        setup
-            .db
-            .count_where("SELECT count(*) AS n FROM user_info WHERE first_name = 'During'")
-            == 100
-    })
-    .await;
     assert!(
-        landed,
+        eventually(LANDING, || async {
+            landed_during_the_outage(&setup) == DURING
+        })
+        .await,
         "everything produced while the database was silent lands"
     );
 }

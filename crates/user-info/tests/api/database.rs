@@ -67,15 +67,7 @@ async fn a_database_outage_after_start_gives_503_and_the_service_recovers() {
 
     proxy.start();
     app.wait_until_ready().await;
-    let recovered = eventually(Duration::from_secs(20), || async {
-        app.post_user(&json!({"user_id": id, "first_name": "C"}))
-            .await
-            .status()
-            == 200
-    })
-    .await;
-    assert!(recovered);
-    assert_eq!(app.db.stored(id.parse().unwrap()).unwrap().first_name, "C");
+    an_update_lands_again(&app, &id).await;
 }
 
 #[tokio::test]
@@ -134,18 +126,7 @@ async fn a_database_that_stops_answering_gives_503_within_the_query_timeout_then
     problem(app.get("/ready").await, 503).await;
 
     proxy.thaw();
-    let recovered = eventually(Duration::from_secs(20), || async {
-        app.post_user(&json!({"user_id": id, "first_name": "C"}))
-            .await
-            .status()
-            == 200
-    })
-    .await;
-    assert!(
-        recovered,
-        "the service must recover once the database answers again"
-    );
-    assert_eq!(app.db.stored(id.parse().unwrap()).unwrap().first_name, "C");
+    an_update_lands_again(&app, &id).await;
 }
 
 #[tokio::test]
@@ -191,4 +172,21 @@ async fn sslmode_require_encrypts_every_connection_and_verify_full_checks_the_ce
 async fn spawn_app_on_url(db: TestDatabase, parameters: &str) -> crate::helpers::TestApp {
     let url = format!("{}?{parameters}", db.url);
     spawn_configured(db, settings(&url)).await
+}
+
+/// Once the database is back, the service recovers by itself: an update of the
+/// existing user `id` is answered 200 again and is in the database.
+async fn an_update_lands_again(app: &crate::helpers::TestApp, id: &str) {
+    let recovered = eventually(Duration::from_secs(20), || async {
+        app.post_user(&json!({"user_id": id, "first_name": "C"}))
+            .await
+            .status()
+            == 200
+    })
+    .await;
+    assert!(
+        recovered,
+        "the service must recover once the database answers again"
+    );
+    assert_eq!(app.db.stored(id.parse().unwrap()).unwrap().first_name, "C");
 }
