@@ -21,7 +21,9 @@ OUT=${OUT:-BENCHMARKS.md}
 
 scripts/prepare.sh >/dev/null
 if ! command -v wrk >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk; else sudo apt-get install -y -qq wrk; fi
+    as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 fi
 cargo build --release --locked --bins -q
 cargo build --release --locked -q -p user-info-consumer --example produce

@@ -78,12 +78,12 @@ pub enum StoreError {
     NotReady,
     /// The database cannot be reached or answered with an error; retrying later is
     /// the remedy (HTTP 503, consumer backoff).
-    #[error("database unavailable")]
     ///
     /// A plain boxed error, not `anyhow`: anyhow captures a backtrace when
     /// `RUST_BACKTRACE` is set, and the request logger's `Debug` output then
     /// symbolises it - loading the binary's debug info into memory (~100 MiB) the
     /// first time the database goes away.
+    #[error("database unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A concurrent writer kept creating and deleting the same row.
     #[error("gave up merging after {MERGE_ATTEMPTS} attempts under contention")]
