@@ -200,8 +200,7 @@ impl EnrichmentClient {
         };
         tracing::Span::current().record("attempts", attempts);
         match &result {
-            // The request's own line ("request finished", at info) reports the success.
-            Ok(_) => tracing::debug!(attempts, "profile enriched"),
+            Ok(_) => tracing::info!(attempts, "profile enriched"),
             Err(error) => tracing::warn!(attempts, %error, "profile not enriched"),
         }
         result

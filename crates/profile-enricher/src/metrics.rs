@@ -86,8 +86,8 @@ impl Metrics {
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Counts every answer by method, route pattern and status, and logs one line per
-/// request (inside the request's span, so with its request id), whose id it
+/// Counts every answer by method, route pattern and status, and logs it (inside
+/// the request's span, so with its request id; successes at `debug`), whose id it
 /// also returns as `x-request-id`.
 pub async fn record_request(
     request: ServiceRequest,
@@ -123,11 +123,15 @@ pub async fn record_request(
             .with_label_values(&[method, route.as_str(), status.as_str()])
             .inc();
     }
-    tracing::info!(
-        status = status.as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "request finished"
-    );
+    // A success already has its own line where it matters ("profile enriched",
+    // with the user id); one more per request would double the log volume and
+    // repeat every health probe. Refusals and failures are always logged.
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    if status.is_success() || status.is_redirection() {
+        tracing::debug!(status = status.as_u16(), elapsed_ms, "request finished");
+    } else {
+        tracing::info!(status = status.as_u16(), elapsed_ms, "request finished");
+    }
     outcome
 }
 
