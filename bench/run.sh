@@ -19,12 +19,7 @@ POINTS=${POINTS:-api,ingest,enricher}
 want() { [[ ",$POINTS," == *",$1,"* ]]; }
 OUT=${OUT:-BENCHMARKS.md}
 
-scripts/prepare.sh >/dev/null
-if ! command -v wrk >/dev/null; then
-    as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
-fi
+scripts/prepare.sh wrk >/dev/null
 cargo build --release --locked --bins -q
 cargo build --release --locked -q -p user-info-consumer --example produce
 cargo build --release --locked -q -p profile-enricher --example stub_upstream

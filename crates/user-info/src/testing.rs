@@ -47,6 +47,13 @@ impl TestDatabase {
         Self { name, url }
     }
 
+    /// This database's URL, reached through `proxy` (a [`TcpProxy`] in front of
+    /// [`postgres_address`]) instead of PostgreSQL itself.
+    pub fn url_via(&self, proxy: SocketAddr) -> String {
+        self.url
+            .replacen(&postgres_address().to_string(), &proxy.to_string(), 1)
+    }
+
     pub fn connect(&self) -> PgConnection {
         PgConnection::establish(&self.url).unwrap()
     }

@@ -259,10 +259,7 @@ const DURING: i64 = 100;
 fn database_behind_a_proxy(setup: &Setup) -> (TcpProxy, String) {
     let mut proxy = TcpProxy::reserve(postgres_address());
     proxy.start();
-    let url = setup
-        .db
-        .url
-        .replacen("127.0.0.1:5432", &proxy.address.to_string(), 1);
+    let url = setup.db.url_via(proxy.address);
     (proxy, url)
 }
 

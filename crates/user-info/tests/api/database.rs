@@ -100,10 +100,7 @@ async fn a_database_that_stops_answering_gives_503_within_the_query_timeout_then
     let mut proxy = TcpProxy::reserve(postgres_address());
     proxy.start();
     let db = TestDatabase::create();
-    let mut config = settings(
-        &db.url
-            .replacen("127.0.0.1:5432", &proxy.address.to_string(), 1),
-    );
+    let mut config = settings(&db.url_via(proxy.address));
     config.database_query_timeout = 1.0;
     let app = spawn_configured(db, config).await;
     app.wait_until_ready().await;

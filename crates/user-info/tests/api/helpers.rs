@@ -53,7 +53,7 @@ pub async fn spawn_app() -> TestApp {
 /// address) when given. Does not wait for the database.
 pub async fn spawn_app_on(db: TestDatabase, via: Option<SocketAddr>) -> TestApp {
     let url = match via {
-        Some(proxy) => db.url.replacen("127.0.0.1:5432", &proxy.to_string(), 1),
+        Some(proxy) => db.url_via(proxy),
         None => db.url.clone(),
     };
     spawn_configured(db, settings(&url)).await
