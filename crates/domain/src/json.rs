@@ -73,6 +73,13 @@ fn describe(errors: &[FieldError]) -> String {
 /// Decodes a JSON object from `bytes` into `T`, classifying failures as syntax or
 /// shape errors.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ParseError> {
+    // JSON is UTF-8 (RFC 8259), also inside strings serde would skip unread.
+    if let Err(error) = std::str::from_utf8(bytes) {
+        return Err(ParseError::Syntax(format!(
+            "not UTF-8 at byte {}",
+            error.valid_up_to()
+        )));
+    }
     check_depth(bytes)?;
     // Syntax first, over the whole input: `{} garbage` is malformed (400) even
     // though its first value would also have the wrong shape (422).
@@ -194,18 +201,16 @@ pub(crate) fn from_report(report: garde::Report, json_name: fn(&str) -> &str) ->
             .map(|(path, error)| {
                 let path = path.to_string();
                 let field = path.split('.').map(json_name).collect::<Vec<_>>().join(".");
-                FieldError::new(field, error.message())
+                // garde's `required` says "not set"; serde's missing fields say
+                // "is required" (see `shape_error`): one wording for both.
+                let message = match error.message() {
+                    "not set" => "is required",
+                    message => message,
+                };
+                FieldError::new(field, message)
             })
             .collect(),
     )
-}
-
-/// Rejects text PostgreSQL cannot store (U+0000).
-pub(crate) fn no_nul(value: &str, _: &()) -> garde::Result {
-    if value.contains('\0') {
-        return Err(garde::Error::new("must not contain the NUL character"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -249,6 +254,13 @@ mod tests {
             decode::<Probe>(b"\xff"),
             Err(ParseError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_syntax_error_even_in_an_ignored_field() {
+        let body = b"{\"age\":1,\"ignored\":\"\xff\xfe\"}";
+        assert!(matches!(decode::<Probe>(body), Err(ParseError::Syntax(_))));
+        assert!(decode::<Probe>("{\"age\":1,\"ignored\":\"\u{e9}t\u{e9}\"}".as_bytes()).is_ok());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::json::{self, ParseError};
-use crate::user::is_email;
+use crate::rules::{is_email, no_nul, not_blank};
 
 /// A validated, normalised profile (trimmed text, lower-cased e-mail, UTC time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,17 +99,26 @@ fn rfc3339_utc<S: Serializer>(ts: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok,
 
 #[derive(Deserialize, Validate)]
 struct ProfileDto {
-    #[serde(rename = "userId")]
+    // Required, but optional here so that garde reports every missing field
+    // at once, not serde the first.
+    #[serde(default, rename = "userId")]
     #[garde(
+        required,
         length(chars, min = 1, max = 64),
-        custom(json::no_nul),
-        custom(not_blank)
+        inner(custom(no_nul)),
+        inner(custom(not_blank))
     )]
-    user_id: String,
-    #[garde(length(chars, min = 3, max = 32), pattern(r"^[A-Za-z0-9_.-]*$"))]
-    username: String,
-    #[garde(custom(|v: &str, _: &()| is_email(v)))]
-    email: String,
+    user_id: Option<String>,
+    #[serde(default)]
+    #[garde(
+        required,
+        length(chars, min = 3, max = 32),
+        pattern(r"^[A-Za-z0-9_.-]*$")
+    )]
+    username: Option<String>,
+    #[serde(default)]
+    #[garde(required, inner(custom(|v: &str, _: &()| is_email(v))))]
+    email: Option<String>,
     #[serde(default)]
     #[garde(inner(custom(valid_age)))]
     age: Option<serde_json::Number>,
@@ -123,20 +132,12 @@ struct ProfileDto {
 
 #[derive(Deserialize, Validate)]
 struct AddressDto {
-    #[garde(
-        length(chars, min = 1, max = 200),
-        custom(json::no_nul),
-        custom(not_blank)
-    )]
+    #[garde(length(chars, min = 1, max = 200), custom(no_nul), custom(not_blank))]
     street: String,
-    #[garde(
-        length(chars, min = 1, max = 200),
-        custom(json::no_nul),
-        custom(not_blank)
-    )]
+    #[garde(length(chars, min = 1, max = 200), custom(no_nul), custom(not_blank))]
     city: String,
     #[serde(default)]
-    #[garde(length(chars, max = 100), inner(custom(json::no_nul)))]
+    #[garde(length(chars, max = 100), inner(custom(no_nul)))]
     state: Option<String>,
     #[serde(default)]
     #[garde(inner(custom(valid_postal_code)))]
@@ -150,8 +151,10 @@ impl ProfileDto {
     /// The e-mail is trimmed and lower-cased; every other value is taken as sent,
     /// so that the published schema describes exactly what is accepted.
     fn normalise(&mut self) {
-        trim(&mut self.email);
-        self.email = self.email.to_lowercase();
+        if let Some(email) = &mut self.email {
+            trim(email);
+            *email = email.to_lowercase();
+        }
         if let Some(address) = &mut self.address {
             if address.state.as_deref() == Some("") {
                 address.state = None;
@@ -178,9 +181,9 @@ impl ProfileDto {
             },
         });
         Profile {
-            user_id: self.user_id,
-            username: self.username,
-            email: self.email,
+            user_id: self.user_id.unwrap_or_default(),
+            username: self.username.unwrap_or_default(),
+            email: self.email.unwrap_or_default(),
             age: self
                 .age
                 .as_ref()
@@ -203,14 +206,6 @@ fn json_name(field: &str) -> &str {
         "postal_code" => "postalCode",
         other => other,
     }
-}
-
-fn not_blank(value: &str, _: &()) -> garde::Result {
-    // The empty string already fails the length rule.
-    if !value.is_empty() && value.chars().all(char::is_whitespace) {
-        return Err(garde::Error::new("must not be blank"));
-    }
-    Ok(())
 }
 
 /// JSON has one number type: `30` and `30.0` are the same age.
@@ -431,6 +426,25 @@ mod tests {
         assert_eq!(
             fields(&serde_json::to_vec(&body).unwrap()),
             ["email", "userId", "username"]
+        );
+    }
+
+    #[test]
+    fn every_missing_required_field_is_listed() {
+        let Err(ParseError::Invalid(errors)) = Profile::from_json(b"{}") else {
+            panic!("expected validation errors");
+        };
+        let fields: Vec<(&str, &str)> = errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("email", "is required"),
+                ("userId", "is required"),
+                ("username", "is required")
+            ]
         );
     }
 

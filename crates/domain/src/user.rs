@@ -4,13 +4,12 @@
 //! `""` or `null` clears it (stored as `''`); any other value replaces it. The same
 //! [`UserChange`] is parsed from both inputs, so both obey the same rules.
 
-use std::collections::HashMap;
-
 use garde::Validate;
 use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
 use crate::json::{self, FieldError, ParseError};
+use crate::rules::{is_email, no_nul};
 
 pub const NAME_MAX_CHARS: usize = 150;
 pub const EMAIL_MAX_CHARS: usize = 254;
@@ -19,7 +18,7 @@ pub const PHONE_MAX_CHARS: usize = 32;
 
 /// A first or last name: at most 150 characters, possibly empty (cleared).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Name(String);
+pub struct Name(pub(crate) String);
 
 /// An e-mail address, or empty (cleared).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,58 +114,6 @@ pub fn parse_user_id(text: &str) -> Option<Uuid> {
     Uuid::parse_str(text).ok()
 }
 
-/// One operation on one user, in the order the log holds them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    Upsert(UserFields),
-    Delete,
-}
-
-/// What a run of changes to one user amounts to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Folded {
-    /// Merge these fields into the stored user (creating it if absent).
-    Upsert(UserFields),
-    /// Remove the user.
-    Delete,
-    /// Remove the user, then create it afresh from these fields.
-    Replace(UserFields),
-}
-
-/// Folds changes in log order into one operation per user, so that applying the
-/// result equals applying every change one by one. Users keep first-seen order.
-pub fn fold_changes(changes: impl IntoIterator<Item = (Uuid, Change)>) -> Vec<(Uuid, Folded)> {
-    let mut order: Vec<Uuid> = Vec::new();
-    let mut folded: HashMap<Uuid, Folded> = HashMap::new();
-    for (id, change) in changes {
-        let next = match (folded.remove(&id), change) {
-            (None, Change::Upsert(fields)) => {
-                order.push(id);
-                Folded::Upsert(fields)
-            }
-            (None, Change::Delete) => {
-                order.push(id);
-                Folded::Delete
-            }
-            (Some(_), Change::Delete) => Folded::Delete,
-            (Some(Folded::Delete), Change::Upsert(fields)) => Folded::Replace(fields),
-            (Some(Folded::Upsert(mut earlier)), Change::Upsert(fields)) => {
-                earlier.merge(fields);
-                Folded::Upsert(earlier)
-            }
-            (Some(Folded::Replace(mut earlier)), Change::Upsert(fields)) => {
-                earlier.merge(fields);
-                Folded::Replace(earlier)
-            }
-        };
-        folded.insert(id, next);
-    }
-    order
-        .into_iter()
-        .filter_map(|id| folded.remove(&id).map(|op| (id, op)))
-        .collect()
-}
-
 #[derive(Deserialize)]
 struct UserChangeDto {
     #[serde(default)]
@@ -192,9 +139,9 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 struct UserForm {
     #[garde(custom(valid_uuid))]
     user_id: Option<String>,
-    #[garde(length(chars, max = NAME_MAX_CHARS), inner(custom(json::no_nul)))]
+    #[garde(length(chars, max = NAME_MAX_CHARS), inner(custom(no_nul)))]
     first_name: Option<String>,
-    #[garde(length(chars, max = NAME_MAX_CHARS), inner(custom(json::no_nul)))]
+    #[garde(length(chars, max = NAME_MAX_CHARS), inner(custom(no_nul)))]
     last_name: Option<String>,
     #[garde(length(chars, max = EMAIL_MAX_CHARS), inner(custom(blank_or_email)))]
     email: Option<String>,
@@ -237,19 +184,8 @@ fn blank_or_email(value: &str, ctx: &()) -> garde::Result {
     if value.is_empty() {
         return Ok(());
     }
-    json::no_nul(value, ctx)?;
+    no_nul(value, ctx)?;
     is_email(value)
-}
-
-/// An address per the HTML5 rule (garde's), with a dotted domain as mail needs.
-pub(crate) fn is_email(value: &str) -> garde::Result {
-    let dotted = value
-        .rsplit_once('@')
-        .is_some_and(|(_, domain)| domain.contains('.'));
-    if garde::rules::email::parse_email(value).is_err() || !dotted {
-        return Err(garde::Error::new("must be a valid e-mail address"));
-    }
-    Ok(())
 }
 
 fn blank_or_phone(value: &str, _: &()) -> garde::Result {
@@ -478,67 +414,5 @@ mod tests {
             panic!("expected a missing user_id");
         };
         assert_eq!(errors[0].field, "user_id");
-    }
-
-    fn upsert(first: Option<&str>, last: Option<&str>) -> Change {
-        Change::Upsert(UserFields {
-            first_name: first.map(|t| Name(t.to_owned())),
-            last_name: last.map(|t| Name(t.to_owned())),
-            ..UserFields::default()
-        })
-    }
-
-    #[test]
-    fn folding_merges_upserts_in_order() {
-        let id = Uuid::new_v4();
-        let folded = fold_changes([
-            (id, upsert(Some("A"), Some("X"))),
-            (id, upsert(Some("B"), None)),
-        ]);
-        assert_eq!(
-            folded,
-            [(
-                id,
-                Folded::Upsert(UserFields {
-                    first_name: name("B"),
-                    last_name: name("X"),
-                    ..Default::default()
-                })
-            )]
-        );
-    }
-
-    #[test]
-    fn folding_a_delete_then_an_upsert_replaces_the_user() {
-        let id = Uuid::new_v4();
-        let folded = fold_changes([
-            (id, upsert(Some("A"), Some("X"))),
-            (id, Change::Delete),
-            (id, upsert(Some("B"), None)),
-            (id, upsert(None, Some("Y"))),
-        ]);
-        assert_eq!(
-            folded,
-            [(
-                id,
-                Folded::Replace(UserFields {
-                    first_name: name("B"),
-                    last_name: name("Y"),
-                    ..Default::default()
-                })
-            )]
-        );
-    }
-
-    #[test]
-    fn folding_ends_in_delete_when_the_last_change_deletes() {
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let folded = fold_changes([
-            (a, upsert(Some("A"), None)),
-            (b, upsert(Some("B"), None)),
-            (a, Change::Delete),
-        ]);
-        assert_eq!(folded[0], (a, Folded::Delete));
-        assert!(matches!(folded[1], (id, Folded::Upsert(_)) if id == b));
     }
 }

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use reqwest::Url;
 use serde::{Deserialize, Deserializer};
-
-use crate::auth::ApiTokens;
+use service_kit::http::ApiTokens;
+use service_kit::settings::{self, HttpSettings, Variables, number, seconds};
 
 /// Bases above this are surely a unit mistake, and would let `BACKOFF_BASE * 2^n`
 /// overflow a `Duration`.
@@ -26,25 +26,11 @@ pub struct Settings {
     pub external_api_url: Option<Url>,
     #[serde(flatten)]
     pub upstream: UpstreamSettings,
-    #[serde(flatten)]
+    /// Read on its own (see [`settings::Source::get`]).
+    #[serde(skip)]
     pub http: HttpSettings,
     #[serde(default)]
     pub api_tokens: ApiTokens,
-}
-
-/// Limits that keep slow or idle clients from starving others (SPEC "Security");
-/// the variable names are shared with user-info.
-#[derive(Debug, Clone, Deserialize)]
-pub struct HttpSettings {
-    /// A request head must arrive within this.
-    #[serde(rename = "http_head_timeout", deserialize_with = "seconds")]
-    pub head_timeout: Duration,
-    /// A request body must arrive within this.
-    #[serde(rename = "http_body_timeout", deserialize_with = "seconds")]
-    pub body_timeout: Duration,
-    /// An idle keep-alive connection is closed after this.
-    #[serde(rename = "http_keep_alive", deserialize_with = "seconds")]
-    pub keep_alive: Duration,
 }
 
 /// How the enrichment client treats the upstream; see `enrichment.rs` for the policy.
@@ -66,34 +52,31 @@ pub struct UpstreamSettings {
 
 /// Reads the settings from the process environment.
 pub fn get_configuration() -> anyhow::Result<Settings> {
-    read(None)
+    read(Variables::Environment)
 }
 
 /// Reads the settings from `variables` instead of the process environment, so
 /// tests need not mutate global state.
 pub fn from_variables(variables: HashMap<String, String>) -> anyhow::Result<Settings> {
-    read(Some(variables.into_iter().collect()))
+    read(Variables::Map(variables))
 }
 
-fn read(variables: Option<config::Map<String, String>>) -> anyhow::Result<Settings> {
-    let settings: Settings = config::Config::builder()
-        .set_default("enricher_host", "0.0.0.0")?
-        .set_default("enricher_port", "8000")?
-        .set_default("env", "development")?
-        .set_default("external_api_timeout", "5")?
-        .set_default("max_retries", "3")?
-        .set_default("backoff_base", "0.5")?
-        .set_default("max_concurrency", "8")?
-        .set_default("max_concurrency_wait", "2")?
-        .set_default("external_api_deadline", "15")?
-        .set_default("http_head_timeout", "10")?
-        .set_default("http_body_timeout", "30")?
-        .set_default("http_keep_alive", "60")?
-        .add_source(config::Environment::default().source(variables))
-        .build()
-        .context("could not read the settings")?
-        .try_deserialize()
-        .context("invalid settings")?;
+fn read(variables: Variables) -> anyhow::Result<Settings> {
+    let mut defaults = vec![
+        ("enricher_host", "0.0.0.0"),
+        ("enricher_port", "8000"),
+        ("env", "development"),
+        ("external_api_timeout", "5"),
+        ("max_retries", "3"),
+        ("backoff_base", "0.5"),
+        ("max_concurrency", "8"),
+        ("max_concurrency_wait", "2"),
+        ("external_api_deadline", "15"),
+    ];
+    defaults.extend(HttpSettings::DEFAULTS);
+    let source = settings::read(&defaults, variables)?;
+    let mut settings: Settings = source.get()?;
+    settings.http = source.get()?;
     settings.check()?;
     Ok(settings)
 }
@@ -120,30 +103,6 @@ impl Settings {
         );
         Ok(())
     }
-}
-
-/// Seconds, possibly fractional (`"0.05"`). Values are parsed from text here because
-/// serde's `flatten` buffers them and loses `config`'s own text-to-number coercion.
-fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    let value: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a number of seconds")))?;
-    Duration::try_from_secs_f64(value).map_err(|_| {
-        serde::de::Error::custom(format!("`{text}` is not a non-negative number of seconds"))
-    })
-}
-
-fn number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: std::str::FromStr,
-{
-    let text = String::deserialize(deserializer)?;
-    text.trim()
-        .parse()
-        .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a valid number")))
 }
 
 /// An empty `EXTERNAL_API_URL` counts as unset, as in `.env` files.

@@ -2,21 +2,16 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use profile_enricher::config::get_configuration;
-use profile_enricher::probe;
 use profile_enricher::startup::Application;
-use profile_enricher::telemetry::init_subscriber;
+use service_kit::{probe, telemetry};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    match dotenvy::dotenv() {
-        Err(error) if !error.not_found() => return Err(error).context("could not read .env"),
-        _ => {}
-    }
-    let settings = get_configuration()?;
+    let settings = get_configuration().context("invalid configuration")?;
     if probe::requested() {
         return Ok(probe::health_check(settings.port));
     }
-    init_subscriber()?;
+    telemetry::init();
     let application = Application::build(settings).await?;
     application.run_until_stopped().await?;
     Ok(ExitCode::SUCCESS)

@@ -6,13 +6,11 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, web};
+use actix_web::web;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
-use tracing_actix_web::RequestId;
 
 /// Buckets from 1 ms to ~16 s: slot waits and upstream calls live in that range.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -84,26 +82,16 @@ impl Metrics {
     }
 }
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 /// Counts every answer by method, route pattern and status, and logs it (inside
-/// the request's span, so with its request id; successes at `debug`), whose id it
-/// also returns as `x-request-id`.
+/// the request's span, so with its request id; successes at `debug`).
 pub async fn record_request(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let metrics = request.app_data::<web::Data<Metrics>>().cloned();
-    let request_id = request.extensions().get::<RequestId>().copied();
     let method = method_label(request.method());
     let started = Instant::now();
-    let mut outcome = next.call(request).await;
-    if let (Ok(response), Some(id)) = (&mut outcome, request_id) {
-        // Lets a client quote the id that every log line of its request carries.
-        if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-            response.headers_mut().insert(X_REQUEST_ID, value);
-        }
-    }
+    let outcome = next.call(request).await;
     let (status, route) = match &outcome {
         Ok(response) => (
             response.status(),

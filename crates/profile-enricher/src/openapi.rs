@@ -2,10 +2,10 @@
 //! annotations and served at `GET /openapi.json`.
 
 use actix_web::HttpResponse;
-use domain::{FieldError, Problem};
+use domain::FieldError;
 use serde::Serialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use service_kit::http::{BearerAuth, Problem};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::routes;
 
@@ -115,19 +115,6 @@ pub struct AddressBody {
     #[serde(rename = "postalCode")]
     #[schema(min_length = 1, max_length = 20, pattern = "^[A-Za-z0-9 -]*$")]
     postal_code: Option<String>,
-}
-
-/// Bearer authentication, required only when `API_TOKENS` is set.
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
 }
 
 /// This document. Open without a token.

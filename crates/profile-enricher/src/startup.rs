@@ -7,11 +7,12 @@ use anyhow::Context;
 use reqwest::Url;
 use tracing_actix_web::TracingLogger;
 
-use crate::auth::{ApiTokens, require_bearer_token};
+use service_kit::http::{ApiTokens, guard, render_problem};
+use service_kit::settings::HttpSettings;
+
 use crate::config::Settings;
 use crate::enrichment::EnrichmentClient;
-use crate::error::{ApiError, problem_for_any_error};
-use crate::limits::{BodyTimeout, limit_request_head};
+use crate::error::ApiError;
 use crate::metrics::{Metrics, record_request};
 use crate::{openapi, routes};
 
@@ -51,16 +52,16 @@ impl Application {
             metrics: web::Data::new(metrics),
             tokens: web::Data::new(settings.api_tokens),
             environment: web::Data::new(routes::Environment(settings.env)),
-            body_timeout: BodyTimeout(settings.http.body_timeout),
+            http: settings.http.clone(),
         };
         let http = settings.http;
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(limit_request_head))
-                .wrap(ErrorHandlers::new().default_handler(problem_for_any_error))
+                .wrap(ErrorHandlers::new().default_handler(render_problem))
+                .wrap(from_fn(guard))
                 .wrap(from_fn(record_request))
                 .wrap(TracingLogger::default())
-                .app_data(state.body_timeout)
+                .app_data(state.http.clone())
                 .app_data(state.client.clone())
                 .app_data(state.metrics.clone())
                 .app_data(state.tokens.clone())
@@ -94,12 +95,12 @@ struct State {
     metrics: web::Data<Metrics>,
     tokens: web::Data<ApiTokens>,
     environment: web::Data<routes::Environment>,
-    body_timeout: BodyTimeout,
+    http: HttpSettings,
 }
 
 /// Every route of the service. Errors are answered as problem+json, including a
-/// wrong method (with `Allow`). Only `/users` and `/dummy-enrich` require a token;
-/// the probes, `/metrics` and `/openapi.json` stay open.
+/// wrong method (with `Allow`). With `API_TOKENS` set, the guard asks a token of
+/// every path but the probes, `/metrics` and `/openapi.json`.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(
@@ -119,13 +120,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(
             web::resource("/users")
-                .wrap(from_fn(require_bearer_token))
                 .route(web::post().to(routes::enrich_user))
                 .default_service(only("POST")),
         )
         .service(
             web::resource("/dummy-enrich")
-                .wrap(from_fn(require_bearer_token))
                 .route(web::post().to(routes::dummy_enrich))
                 .default_service(only("POST")),
         );

@@ -1,23 +1,30 @@
 //! Settings, from SPEC's variables (and a `.env` file when present).
 
-use config::{Config, ConfigError, Environment};
+use std::collections::HashMap;
+use std::time::Duration;
+
 use rdkafka::ClientConfig;
 use serde::Deserialize;
-use user_info::config::seconds;
-use user_info::store::DatabaseSettings;
+use service_kit::settings::{self, SettingsError, Variables, number};
+use user_store::DatabaseSettings;
+
+/// Everything the consumer is told: its own variables and the database's.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub consumer: ConsumerSettings,
+    pub database: DatabaseSettings,
+}
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct Settings {
-    pub database_url: String,
-    pub database_pool_size: u32,
-    pub database_connect_timeout: f64,
-    pub database_query_timeout: f64,
+pub struct ConsumerSettings {
     pub kafka_bootstrap_servers: String,
     pub kafka_topic: String,
     pub kafka_group_id: String,
     pub kafka_dlq_topic: String,
     pub kafka_auto_offset_reset: String,
+    #[serde(deserialize_with = "number")]
     pub kafka_session_timeout_ms: u32,
+    #[serde(deserialize_with = "number")]
     pub kafka_heartbeat_interval_ms: u32,
     pub kafka_security_protocol: Option<String>,
     pub kafka_sasl_mechanism: Option<String>,
@@ -25,48 +32,52 @@ pub struct Settings {
     pub kafka_sasl_password: Option<String>,
     pub kafka_ssl_ca_location: Option<String>,
     pub consumer_metrics_host: String,
+    #[serde(deserialize_with = "number")]
     pub consumer_metrics_port: u16,
     /// Most messages applied in one database transaction.
+    #[serde(deserialize_with = "number")]
     pub consumer_batch_size: usize,
     /// Longest wait, in milliseconds, for a batch to fill once it has a message.
+    #[serde(deserialize_with = "number")]
     pub consumer_batch_max_wait_ms: u64,
 }
 
 impl Settings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let _ = dotenvy::dotenv();
-        Config::builder()
-            .set_default(
-                "database_url",
-                "postgres://postgres:postgres@127.0.0.1:5432/user_info",
-            )?
-            .set_default("database_pool_size", 10)?
-            .set_default("database_connect_timeout", 5)?
-            .set_default("database_query_timeout", 10)?
-            .set_default("kafka_bootstrap_servers", "localhost:9092")?
-            .set_default("kafka_topic", "user_service")?
-            .set_default("kafka_group_id", "userinfo-consumer-group")?
-            .set_default("kafka_dlq_topic", "user_service.dlq")?
-            .set_default("kafka_auto_offset_reset", "earliest")?
-            .set_default("kafka_session_timeout_ms", 45000)?
-            .set_default("kafka_heartbeat_interval_ms", 3000)?
-            .set_default("consumer_metrics_host", "0.0.0.0")?
-            .set_default("consumer_metrics_port", 9811)?
-            .set_default("consumer_batch_size", 500)?
-            .set_default("consumer_batch_max_wait_ms", 50)?
-            .add_source(Environment::default().try_parsing(true))
-            .build()?
-            .try_deserialize()
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::read(Variables::Environment)
     }
 
-    pub fn database(&self) -> DatabaseSettings {
-        DatabaseSettings {
-            url: self.database_url.clone(),
-            application_name: "user-info-consumer",
-            pool_size: self.database_pool_size as usize,
-            connect_timeout: seconds(self.database_connect_timeout),
-            query_timeout: seconds(self.database_query_timeout),
-        }
+    /// Reads the settings from `variables` instead of the environment (tests).
+    pub fn from_variables(variables: HashMap<String, String>) -> Result<Self, SettingsError> {
+        Self::read(Variables::Map(variables))
+    }
+
+    fn read(variables: Variables) -> Result<Self, SettingsError> {
+        let mut defaults = vec![
+            ("kafka_bootstrap_servers", "localhost:9092"),
+            ("kafka_topic", "user_service"),
+            ("kafka_group_id", "userinfo-consumer-group"),
+            ("kafka_dlq_topic", "user_service.dlq"),
+            ("kafka_auto_offset_reset", "earliest"),
+            ("kafka_session_timeout_ms", "45000"),
+            ("kafka_heartbeat_interval_ms", "3000"),
+            ("consumer_metrics_host", "0.0.0.0"),
+            ("consumer_metrics_port", "9811"),
+            ("consumer_batch_size", "500"),
+            ("consumer_batch_max_wait_ms", "50"),
+        ];
+        defaults.extend(DatabaseSettings::DEFAULTS);
+        let source = settings::read(&defaults, variables)?;
+        Ok(Settings {
+            consumer: source.get()?,
+            database: source.get()?,
+        })
+    }
+}
+
+impl ConsumerSettings {
+    pub fn batch_wait(&self) -> Duration {
+        Duration::from_millis(self.consumer_batch_max_wait_ms)
     }
 
     /// The librdkafka settings every client of ours shares: brokers and, when

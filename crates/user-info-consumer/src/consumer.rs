@@ -1,4 +1,5 @@
-//! The consume loop: Kafka -> PostgreSQL, at least once.
+//! The consume loop: Kafka -> PostgreSQL, at least once. It only moves data;
+//! what a record means is `records`' job, how it is stored the store's.
 //!
 //! rust-rdkafka's at-least-once recipe: auto-commit is on, auto offset *store* is
 //! off, and an offset is stored only after every message up to it has had its
@@ -8,179 +9,45 @@
 //! merge of a record is idempotent.
 //!
 //! Messages are applied in batches (`CONSUMER_BATCH_SIZE` messages or
-//! `CONSUMER_BATCH_MAX_WAIT_MS`), folded per user in offset order so the result
-//! equals one-by-one application. While the database or the dead-letter topic
-//! is unavailable, the assigned partitions are paused (the consumer keeps
+//! `CONSUMER_BATCH_MAX_WAIT_MS`), folded once per user in offset order so the
+//! result equals one-by-one application. While the database or the dead-letter
+//! topic is unavailable, the assigned partitions are paused (the consumer keeps
 //! polling, so it stays in its group), nothing is stored, and the batch is
 //! retried with capped exponential backoff. When partitions are revoked, the
 //! batch in hand is dropped unapplied: the partitions' next owner replays it from
-//! the committed offset, so no stale batch can overwrite newer data.
+//! the committed offset.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use domain::Change;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use service_kit::error_chain;
 use tokio::sync::watch;
-use user_info::error::error_chain;
-use user_info::store::Database;
-use uuid::Uuid;
 
-use crate::config::Settings;
-use crate::handler;
-use crate::metrics::Metrics;
+use crate::config::ConsumerSettings;
+use crate::context::{UserContext, commit};
+use crate::dead_letter::DeadLetters;
+use crate::records::{Batch, Incoming};
+use crate::status::Status;
 
 /// How long after SIGTERM the batch in hand may still be retried; what is not
 /// applied by then is left unstored and replayed by the next consumer.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// What `/ready` and `/metrics` report.
-pub struct Status {
-    pub database: Database,
-    pub metrics: Metrics,
-    joined: AtomicBool,
-    database_failing: AtomicBool,
-    dead_letters_failing: AtomicBool,
-}
-
-impl Status {
-    pub fn new(database: Database, metrics: Metrics) -> Self {
-        Self {
-            database,
-            metrics,
-            joined: AtomicBool::new(false),
-            database_failing: AtomicBool::new(false),
-            dead_letters_failing: AtomicBool::new(false),
-        }
-    }
-
-    /// `None` when ready; otherwise why not.
-    pub fn not_ready_reason(&self, database_answers: bool) -> Option<String> {
-        if !self.joined.load(Ordering::Acquire) {
-            return Some("not yet joined the consumer group".to_owned());
-        }
-        if !database_answers || self.database_failing.load(Ordering::Acquire) {
-            return Some("the database is unavailable".to_owned());
-        }
-        if self.dead_letters_failing.load(Ordering::Acquire) {
-            return Some("the dead-letter topic cannot be written".to_owned());
-        }
-        None
-    }
-}
-
-/// Logs rebalances and commits, counts revocations, and exports lag.
-pub struct UserContext {
-    status: Arc<Status>,
-    revocations: AtomicU64,
-}
-
-impl ClientContext for UserContext {
-    fn stats(&self, statistics: Statistics) {
-        for (topic, stats) in statistics.topics {
-            for (partition, stats) in stats.partitions {
-                if partition >= 0 && stats.consumer_lag >= 0 {
-                    self.status
-                        .metrics
-                        .lag
-                        .with_label_values(&[topic.as_str(), partition.to_string().as_str()])
-                        .set(stats.consumer_lag);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for UserContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(partitions) => {
-                self.revocations.fetch_add(1, Ordering::AcqRel);
-                tracing::info!(partitions = %describe(partitions), "partitions revoked");
-                commit(consumer, "revoke");
-            }
-            Rebalance::Assign(partitions) => {
-                tracing::info!(partitions = %describe(partitions), "partitions assigned");
-            }
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if matches!(rebalance, Rebalance::Assign(_)) {
-            self.status.joined.store(true, Ordering::Release);
-        }
-    }
-
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        offsets: &TopicPartitionList,
-    ) {
-        match result {
-            Ok(()) => tracing::debug!(offsets = %describe(offsets), "offsets committed"),
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => tracing::warn!(%error, "offset commit failed"),
-        }
-    }
-}
-
-fn commit<C: Consumer<UserContext>>(consumer: &C, why: &str) {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(error) => tracing::warn!(%error, why, "offset commit failed"),
-    }
-}
-
-fn describe(partitions: &TopicPartitionList) -> String {
-    partitions
-        .elements()
-        .iter()
-        .map(|e| format!("{}[{}]@{:?}", e.topic(), e.partition(), e.offset()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// One received message, decoded right away; only poison keeps its bytes.
-struct Incoming {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    decoded: Result<(Uuid, Change), Poison>,
-}
-
-struct Poison {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    reason: String,
-}
-
 pub struct UserConsumer {
     consumer: StreamConsumer<UserContext>,
-    producer: FutureProducer,
+    dead_letters: DeadLetters,
     status: Arc<Status>,
-    dead_letter_topic: String,
     batch_size: usize,
     batch_wait: Duration,
 }
 
 impl UserConsumer {
-    pub fn new(settings: &Settings, status: Arc<Status>) -> anyhow::Result<Self> {
-        let context = UserContext {
-            status: status.clone(),
-            revocations: AtomicU64::new(0),
-        };
+    pub fn new(settings: &ConsumerSettings, status: Arc<Status>) -> anyhow::Result<Self> {
         let consumer: StreamConsumer<UserContext> = settings
             .kafka_client()
             .set("group.id", &settings.kafka_group_id)
@@ -198,7 +65,7 @@ impl UserConsumer {
             )
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", "5000")
-            .create_with_context(context)?;
+            .create_with_context(UserContext::new(status.clone()))?;
         consumer.subscribe(&[settings.kafka_topic.as_str()])?;
         let producer: FutureProducer = settings
             .kafka_client()
@@ -213,11 +80,10 @@ impl UserConsumer {
         );
         Ok(Self {
             consumer,
-            producer,
+            dead_letters: DeadLetters::new(producer, settings.kafka_dlq_topic.clone()),
             status,
-            dead_letter_topic: settings.kafka_dlq_topic.clone(),
             batch_size: settings.consumer_batch_size.max(1),
-            batch_wait: Duration::from_millis(settings.consumer_batch_max_wait_ms),
+            batch_wait: settings.batch_wait(),
         })
     }
 
@@ -244,18 +110,19 @@ impl UserConsumer {
                 _ = stopping.changed() => break,
                 _ = self.fill(&mut buffer) => {}
             }
-            let batch = std::mem::take(&mut buffer);
+            let batch = Batch::new(std::mem::take(&mut buffer));
             if !self.process(batch, &mut buffer, &stop).await {
                 break;
             }
         }
         if !buffer.is_empty() {
-            let batch = std::mem::take(&mut buffer);
+            let batch = Batch::new(std::mem::take(&mut buffer));
             self.process(batch, &mut Vec::new(), &stop).await;
         }
         commit(&self.consumer, "shutdown");
         self.consumer.unsubscribe();
-        let _ = rdkafka::producer::Producer::flush(&self.producer, Duration::from_secs(1));
+        self.status.set_joined(false);
+        self.dead_letters.flush(Duration::from_secs(1));
         Ok(())
     }
 
@@ -264,7 +131,7 @@ impl UserConsumer {
     async fn fill(&self, buffer: &mut Vec<Incoming>) {
         if buffer.is_empty() {
             match self.consumer.recv().await {
-                Ok(message) => buffer.push(decode(&message)),
+                Ok(message) => buffer.push(Incoming::from_message(&message)),
                 Err(error) => {
                     tracing::warn!(%error, "cannot receive from Kafka");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -275,7 +142,7 @@ impl UserConsumer {
         let deadline = tokio::time::Instant::now() + self.batch_wait;
         while buffer.len() < self.batch_size {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => buffer.push(decode(&message)),
+                Ok(Ok(message)) => buffer.push(Incoming::from_message(&message)),
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "cannot receive from Kafka");
                     break;
@@ -287,43 +154,28 @@ impl UserConsumer {
 
     /// Applies a batch, dead-letters its poison, then stores its offsets.
     /// Returns `false` when shutdown's grace ran out before the batch was done.
-    #[tracing::instrument(name = "batch", skip_all, fields(messages = batch.len()))]
+    #[tracing::instrument(name = "batch", skip_all, fields(messages = batch.records()))]
     async fn process(
         &self,
-        batch: Vec<Incoming>,
+        batch: Batch,
         buffer: &mut Vec<Incoming>,
         stop: &watch::Receiver<Option<Instant>>,
     ) -> bool {
         let started = Instant::now();
         let generation = self.revocations();
-        let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
-        let mut changes = Vec::new();
-        let mut poison = Vec::new();
-        for incoming in batch {
-            let next = next_offsets
-                .entry((incoming.topic.clone(), incoming.partition))
-                .or_default();
-            *next = (*next).max(incoming.offset + 1);
-            match incoming.decoded {
-                Ok(change) => changes.push(change),
-                Err(bad) => poison.push((incoming.topic, incoming.partition, incoming.offset, bad)),
-            }
-        }
-        let applied = changes.len();
         let mut paused = false;
 
         let mut delay = Duration::from_millis(100);
-        while !changes.is_empty() {
+        while !batch.folded.is_empty() {
             if self.revocations() != generation {
                 return self.drop_revoked(paused);
             }
             // Bounded by the database's query timeout: an attempt that hangs (a
             // connection lost mid-restart without an answer) is abandoned and retried.
-            let outcome = self.status.database.apply_batch(changes.clone()).await;
-            match outcome {
+            match self.status.database.apply_batch(&batch.folded).await {
                 Ok(()) => break,
                 Err(error) => {
-                    self.status.database_failing.store(true, Ordering::Release);
+                    self.status.set_database_failing(true);
                     self.status.metrics.database_retries.inc();
                     tracing::warn!(error = %error_chain(&error), retry_in = ?delay, "cannot apply the batch; partitions paused");
                     if !self.back_off(&mut delay, &mut paused, buffer, stop).await {
@@ -332,21 +184,19 @@ impl UserConsumer {
                 }
             }
         }
-        self.status.database_failing.store(false, Ordering::Release);
+        self.status.set_database_failing(false);
 
-        for (topic, partition, offset, bad) in &poison {
+        for letter in &batch.dead_letters {
             let mut delay = Duration::from_millis(100);
             loop {
                 if self.revocations() != generation {
                     return self.drop_revoked(paused);
                 }
-                match self.dead_letter(topic, *partition, *offset, bad).await {
+                match self.dead_letters.write(letter).await {
                     Ok(()) => break,
                     Err(error) => {
-                        self.status
-                            .dead_letters_failing
-                            .store(true, Ordering::Release);
-                        tracing::error!(%error, topic = self.dead_letter_topic, retry_in = ?delay, "cannot write a dead letter; partitions paused");
+                        self.status.set_dead_letters_failing(true);
+                        tracing::error!(%error, topic = self.dead_letters.topic(), retry_in = ?delay, "cannot write a dead letter; partitions paused");
                         if !self.back_off(&mut delay, &mut paused, buffer, stop).await {
                             return false;
                         }
@@ -354,16 +204,14 @@ impl UserConsumer {
                 }
             }
             tracing::warn!(
-                topic,
-                partition,
-                offset,
-                reason = bad.reason,
+                topic = letter.topic,
+                partition = letter.partition,
+                offset = letter.offset,
+                reason = letter.poison.reason,
                 "message sent to the dead-letter topic"
             );
         }
-        self.status
-            .dead_letters_failing
-            .store(false, Ordering::Release);
+        self.status.set_dead_letters_failing(false);
         if paused {
             self.resume();
         }
@@ -372,7 +220,7 @@ impl UserConsumer {
         }
 
         let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), next) in &next_offsets {
+        for ((topic, partition), next) in &batch.next_offsets {
             if let Err(error) =
                 offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))
             {
@@ -383,59 +231,24 @@ impl UserConsumer {
             tracing::warn!(%error, "cannot store offsets (partitions revoked?)");
         }
         let metrics = &self.status.metrics;
-        metrics.applied.inc_by(applied as u64);
-        metrics.dead_lettered.inc_by(poison.len() as u64);
-        metrics.batch_size.observe((applied + poison.len()) as f64);
+        metrics.applied.inc_by(batch.changes as u64);
+        metrics
+            .dead_lettered
+            .inc_by(batch.dead_letters.len() as u64);
+        metrics.batch_size.observe(batch.records() as f64);
         metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(applied, dead_lettered = poison.len(), "batch done");
+        tracing::debug!(
+            applied = batch.changes,
+            dead_lettered = batch.dead_letters.len(),
+            "batch done"
+        );
         true
     }
 
-    async fn dead_letter(
-        &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        bad: &Poison,
-    ) -> Result<(), KafkaError> {
-        let partition = partition.to_string();
-        let offset = offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "dlq-source-topic",
-                value: Some(topic),
-            })
-            .insert(Header {
-                key: "dlq-source-partition",
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: "dlq-source-offset",
-                value: Some(&offset),
-            })
-            .insert(Header {
-                key: "dlq-reason",
-                value: Some(&bad.reason),
-            });
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.dead_letter_topic).headers(headers);
-        if let Some(key) = &bad.key {
-            record = record.key(key.as_slice());
-        }
-        if let Some(value) = &bad.value {
-            record = record.payload(value.as_slice());
-        }
-        self.producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| error)
-    }
-
     fn revocations(&self) -> u64 {
-        self.consumer.context().revocations.load(Ordering::Acquire)
+        self.consumer.context().revocations()
     }
 
     fn drop_revoked(&self, paused: bool) -> bool {
@@ -508,47 +321,10 @@ impl UserConsumer {
                 }
             }
             match tokio::time::timeout_at(until, self.consumer.recv()).await {
-                Ok(Ok(message)) => buffer.push(decode(&message)),
+                Ok(Ok(message)) => buffer.push(Incoming::from_message(&message)),
                 Ok(Err(error)) => tracing::debug!(%error, "receive error while paused"),
                 Err(_) => return true,
             }
         }
-    }
-}
-
-fn decode<M: Message>(message: &M) -> Incoming {
-    let decoded = handler::decode(message.key(), message.payload()).map_err(|reason| Poison {
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        reason,
-    });
-    Incoming {
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        decoded,
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
     }
 }

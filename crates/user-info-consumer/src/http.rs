@@ -1,22 +1,25 @@
-//! The consumer's small HTTP port: `/health`, `/ready`, `/metrics`.
+//! The consumer's small HTTP port: `/health`, `/ready`, `/metrics`, behind the
+//! same guard (head limit, request ids) and problem answers as every service.
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::middleware::ErrorHandlers;
+use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
-use domain::Problem;
 use serde_json::json;
-use user_info::http::{problem_response, render_problem};
+use service_kit::http::{Problem, guard, problem_response, render_problem};
+use tracing_actix_web::TracingLogger;
 
-use crate::consumer::Status;
+use crate::status::Status;
 
 pub fn serve(listener: TcpListener, status: Arc<Status>) -> std::io::Result<Server> {
     let status = web::Data::from(status);
     Ok(HttpServer::new(move || {
         App::new()
             .wrap(ErrorHandlers::new().default_handler(render_problem))
+            .wrap(from_fn(guard))
+            .wrap(TracingLogger::default())
             .app_data(status.clone())
             .route("/health", web::get().to(health))
             .route("/ready", web::get().to(ready))
@@ -33,7 +36,7 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready when the consumer has joined its group, the database answers and dead
+/// Ready when the consumer is in its group, the database answers and dead
 /// letters can be written.
 async fn ready(status: web::Data<Status>) -> HttpResponse {
     let database = status.database.ping().await;

@@ -1,29 +1,37 @@
-//! The Kafka consumer of user records: Kafka -> the user-info store, at least
-//! once. See `consumer` for the delivery guarantee.
+//! The Kafka consumer of user records: Kafka -> the user store, at least once.
+//! A pipeline: a record is decoded (`records`), a batch of them folded once per
+//! user, then applied to the store or written to the dead-letter topic
+//! (`dead_letter`); `consumer` only moves data and stores offsets once their
+//! effect is durable (see there for the delivery guarantee).
 
 pub mod config;
 pub mod consumer;
-pub mod handler;
+mod context;
+mod dead_letter;
 mod http;
 pub mod metrics;
+pub mod records;
+mod status;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
 use anyhow::Context;
+use user_store::Database;
 
 use crate::config::Settings;
-use crate::consumer::{Status, UserConsumer};
+use crate::consumer::UserConsumer;
 use crate::metrics::Metrics;
+pub use crate::status::Status;
 
 /// Runs the consumer and its HTTP port until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let database = user_info::store::Database::start(&settings.database())?;
+    let database = Database::start(&settings.database, "user-info-consumer")?;
     let metrics = Metrics::new().context("cannot register metrics")?;
     let status = Arc::new(Status::new(database, metrics));
     let listener = TcpListener::bind((
-        settings.consumer_metrics_host.as_str(),
-        settings.consumer_metrics_port,
+        settings.consumer.consumer_metrics_host.as_str(),
+        settings.consumer.consumer_metrics_port,
     ))
     .context("cannot bind the metrics port")?;
     tracing::info!(port = listener.local_addr()?.port(), "metrics listening");
@@ -32,8 +40,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let server_task = tokio::spawn(server);
 
     let consumer =
-        UserConsumer::new(&settings, status).context("cannot create the Kafka clients")?;
-    let result = consumer.run(consumer::shutdown_signal()).await;
+        UserConsumer::new(&settings.consumer, status).context("cannot create the Kafka clients")?;
+    let result = consumer.run(service_kit::shutdown::signal()).await;
 
     server_handle.stop(true).await;
     let _ = server_task.await;

@@ -1,95 +1,91 @@
 //! Settings, from environment variables (and a `.env` file when present).
 
-use std::time::Duration;
+use std::collections::HashMap;
 
-use config::{Config, ConfigError, Environment};
 use serde::Deserialize;
+use service_kit::http::ApiTokens;
+use service_kit::settings::{self, HttpSettings, SettingsError, Variables, number};
+use user_store::DatabaseSettings;
 
-use crate::store::DatabaseSettings;
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Settings {
-    pub user_info_host: String,
-    pub user_info_port: u16,
-    pub database_url: String,
-    pub database_pool_size: u32,
-    /// Seconds a request waits for a database connection before its 503.
-    pub database_connect_timeout: f64,
-    /// Seconds the database may take to answer one operation before its 503.
-    pub database_query_timeout: f64,
-    /// Comma-separated bearer tokens; unset or empty = no authentication.
-    #[serde(default)]
-    pub api_tokens: Option<String>,
-    #[serde(flatten)]
+    pub host: String,
+    pub port: u16,
+    pub database: DatabaseSettings,
+    /// `API_TOKENS`, comma-separated bearer tokens; unset or empty = no
+    /// authentication.
+    pub api_tokens: ApiTokens,
     pub http: HttpSettings,
 }
 
-/// Limits that keep slow or idle clients from starving others.
-#[derive(Debug, Clone, Deserialize)]
-pub struct HttpSettings {
-    /// Seconds within which a request head must arrive.
-    pub http_head_timeout: f64,
-    /// Seconds within which a request body must arrive.
-    pub http_body_timeout: f64,
-    /// Seconds an idle keep-alive connection stays open.
-    pub http_keep_alive: f64,
-}
-
-impl HttpSettings {
-    pub fn head_timeout(&self) -> Duration {
-        seconds(self.http_head_timeout)
-    }
-
-    pub fn body_timeout(&self) -> Duration {
-        seconds(self.http_body_timeout)
-    }
-
-    pub fn keep_alive(&self) -> Duration {
-        seconds(self.http_keep_alive)
-    }
+/// The variables of this service alone.
+#[derive(Deserialize)]
+struct Own {
+    user_info_host: String,
+    #[serde(deserialize_with = "number")]
+    user_info_port: u16,
+    #[serde(default)]
+    api_tokens: ApiTokens,
 }
 
 impl Settings {
     /// Reads SPEC's variables; unset ones take their documented defaults.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let _ = dotenvy::dotenv();
-        with_http_defaults(Config::builder())?
-            .set_default("user_info_host", "0.0.0.0")?
-            .set_default("user_info_port", 9810)?
-            .set_default(
-                "database_url",
-                "postgres://postgres:postgres@127.0.0.1:5432/user_info",
-            )?
-            .set_default("database_pool_size", 10)?
-            .set_default("database_connect_timeout", 5)?
-            .set_default("database_query_timeout", 10)?
-            .add_source(Environment::default().try_parsing(true))
-            .build()?
-            .try_deserialize()
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::read(Variables::Environment)
     }
 
-    pub fn database(&self) -> DatabaseSettings {
-        DatabaseSettings {
-            url: self.database_url.clone(),
-            application_name: "user-info",
-            pool_size: self.database_pool_size as usize,
-            connect_timeout: seconds(self.database_connect_timeout),
-            query_timeout: seconds(self.database_query_timeout),
-        }
+    /// Reads the settings from `variables` instead of the environment (tests).
+    pub fn from_variables(variables: HashMap<String, String>) -> Result<Self, SettingsError> {
+        Self::read(Variables::Map(variables))
+    }
+
+    fn read(variables: Variables) -> Result<Self, SettingsError> {
+        let mut defaults = vec![("user_info_host", "0.0.0.0"), ("user_info_port", "9810")];
+        defaults.extend(DatabaseSettings::DEFAULTS);
+        defaults.extend(HttpSettings::DEFAULTS);
+        let source = settings::read(&defaults, variables)?;
+        let own: Own = source.get()?;
+        Ok(Settings {
+            host: own.user_info_host,
+            port: own.user_info_port,
+            database: source.get()?,
+            api_tokens: own.api_tokens,
+            http: source.get()?,
+        })
     }
 }
 
-/// The defaults of [`HttpSettings`], shared by every service's settings.
-pub fn with_http_defaults(
-    builder: config::ConfigBuilder<config::builder::DefaultState>,
-) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
-    builder
-        .set_default("http_head_timeout", 10)?
-        .set_default("http_body_timeout", 30)?
-        .set_default("http_keep_alive", 60)
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-/// A duration in (possibly fractional) seconds; nonsense values become zero.
-pub fn seconds(value: f64) -> Duration {
-    Duration::try_from_secs_f64(value).unwrap_or_default()
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::from_variables(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let settings = with(&[]).unwrap();
+        assert_eq!((settings.host.as_str(), settings.port), ("0.0.0.0", 9810));
+        assert_eq!(settings.database.pool_size, 10);
+        assert_eq!(settings.database.connect_timeout, Duration::from_secs(5));
+        assert_eq!(settings.database.query_timeout, Duration::from_secs(10));
+        assert_eq!(settings.http.body_timeout, Duration::from_secs(30));
+        assert!(!settings.api_tokens.is_enabled());
+    }
+
+    #[test]
+    fn a_nonsense_duration_stops_the_service_naming_the_variable() {
+        let error = with(&[("DATABASE_QUERY_TIMEOUT", "-3")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("database_query_timeout"), "{error}");
+    }
 }

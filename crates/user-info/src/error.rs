@@ -1,25 +1,23 @@
 //! The service's one error type, mapped to status codes and problem documents in
 //! one place.
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
-use domain::{ParseError, Problem};
+use std::time::Duration;
 
-use crate::http::problem_response;
-use crate::store::StoreError;
+use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::{HttpResponse, ResponseError};
+use domain::ParseError;
+use service_kit::error_chain;
+use service_kit::http::{Problem, problem_response, retry_after};
+use user_store::StoreError;
+
+/// How long a client is asked to wait after a 503 (`Retry-After`).
+const DATABASE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
     Parse(#[from] ParseError),
-    #[error("the body must be JSON (Content-Type: application/json)")]
-    UnsupportedMediaType,
-    #[error("the body exceeds {0} bytes")]
-    PayloadTooLarge(usize),
-    #[error("the body did not arrive in time")]
-    BodyTimeout,
-    #[error("the body could not be read")]
-    BodyRead(#[source] actix_web::error::PayloadError),
     #[error("{0}")]
     BadQuery(&'static str),
     #[error("no user with this user_id")]
@@ -28,67 +26,46 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
+impl ApiError {
+    fn problem(&self) -> Problem {
+        match self {
+            ApiError::Parse(error) => Problem::from_parse_error(error),
+            ApiError::BadQuery(detail) => Problem::typed(400, "bad-query", "Bad Request", *detail),
+            ApiError::UserNotFound => {
+                Problem::typed(404, "user-not-found", "User not found", self.to_string())
+            }
+            ApiError::Store(error) => {
+                // The cause chain can be long; it is logged here once, never answered.
+                tracing::error!(error = error_chain(error), "database error");
+                let detail = match error {
+                    StoreError::NotReady => error.to_string(),
+                    _ => "the database cannot be reached right now; retry later".to_owned(),
+                };
+                Problem::typed(503, "database-unavailable", "Database unavailable", detail)
+            }
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Parse(ParseError::Syntax(_))
-            | ApiError::BadQuery(_)
-            | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::Parse(ParseError::Syntax(_)) | ApiError::BadQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Parse(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UserNotFound => StatusCode::NOT_FOUND,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code().as_u16();
-        let problem = match self {
-            ApiError::Parse(error) => Problem::from_parse_error(error),
-            ApiError::Store(error) => {
-                // The cause chain can be long; it is logged here once, never answered.
-                tracing::error!(error = error_chain(error), "database error");
-                let mut problem = Problem::typed(
-                    status,
-                    "database-unavailable",
-                    "Database unavailable",
-                    "the database cannot be reached right now; retry later",
-                );
-                if matches!(error, StoreError::NotReady) {
-                    problem.detail = error.to_string();
-                }
-                problem
-            }
-            ApiError::UserNotFound => {
-                Problem::typed(status, "user-not-found", "User not found", self.to_string())
-            }
-            other => Problem::new(status, reason(self.status_code()), other.to_string()),
-        };
-        let mut response = problem_response(&problem);
-        if status == 503 {
-            response.headers_mut().insert(
-                actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from_static("1"),
-            );
+        let mut response = problem_response(&self.problem());
+        if matches!(self, ApiError::Store(_)) {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, retry_after(DATABASE_RETRY_AFTER));
         }
         response
     }
-}
-
-/// An error and its causes on one line, for logs (`a: b: c`).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-pub fn reason(status: StatusCode) -> &'static str {
-    status.canonical_reason().unwrap_or("Error")
 }

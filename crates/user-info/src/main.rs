@@ -1,16 +1,17 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use service_kit::{probe, telemetry};
 use user_info::config::Settings;
 use user_info::startup::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let settings = Settings::from_env().context("invalid configuration")?;
-    if user_info::probe::requested() {
-        return Ok(user_info::probe::health_check(settings.user_info_port));
+    if probe::requested() {
+        return Ok(probe::health_check(settings.port));
     }
-    user_info::telemetry::init();
+    telemetry::init();
     let application = Application::build(settings).context("cannot start the server")?;
     tracing::info!(port = application.port(), "user-info listening");
     application.run_until_stopped().await?;

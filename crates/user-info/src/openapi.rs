@@ -2,13 +2,13 @@
 //! annotations and served at `GET /openapi.json`.
 
 use actix_web::HttpResponse;
-use domain::{FieldError, Problem};
+use domain::FieldError;
 use serde::Serialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use service_kit::http::{BearerAuth, Problem};
+use user_store::User;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::routes;
-use crate::store::User;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -82,19 +82,6 @@ fn phone_number_schema() -> utoipa::openapi::schema::Schema {
 #[allow(dead_code)]
 pub struct Status {
     status: String,
-}
-
-/// Bearer authentication, required only when `API_TOKENS` is set.
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
 }
 
 /// This document. Open without a token.

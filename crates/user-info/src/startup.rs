@@ -3,17 +3,16 @@ use std::net::TcpListener;
 use actix_web::dev::Server;
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
+use service_kit::http::{guard, render_problem};
 use tracing_actix_web::TracingLogger;
+use user_store::Database;
 
-use crate::config::{HttpSettings, Settings};
-use crate::http::{ApiTokens, limit_head_size, render_problem, request_id_header, require_token};
+use crate::config::Settings;
 use crate::routes::configure;
-use crate::store::Database;
 
 /// What every handler shares.
 pub struct AppState {
     pub database: Database,
-    pub http: HttpSettings,
 }
 
 pub struct Application {
@@ -25,38 +24,33 @@ impl Application {
     /// Binds the listener (port 0 picks a free one), starts migrating in the
     /// background and prepares the server. The database may still be down.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        let listener =
-            TcpListener::bind((settings.user_info_host.as_str(), settings.user_info_port))?;
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
         let port = listener.local_addr()?.port();
-        let database_settings = settings.database();
-        let database = Database::start(&database_settings)?;
+        let database = Database::start(&settings.database, "user-info")?;
         // One pool per worker thread, DATABASE_POOL_SIZE split evenly over them
         // (rounded up): a connection's I/O then runs on the thread whose requests
         // use it.
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let pool_per_worker = database_settings.pool_size.div_ceil(workers);
-        let tokens = web::Data::new(ApiTokens::parse(settings.api_tokens.as_deref()));
+        let pool_per_worker = settings.database.pool_size.div_ceil(workers);
+        let tokens = web::Data::new(settings.api_tokens);
         let http = settings.http;
         let worker_http = http.clone();
         let server = HttpServer::new(move || {
             let state = web::Data::new(AppState {
                 database: database.with_own_pool(pool_per_worker),
-                http: worker_http.clone(),
             });
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(render_problem))
-                .wrap(from_fn(require_token))
-                .wrap(from_fn(limit_head_size))
-                .wrap(from_fn(add_request_id))
+                .wrap(from_fn(guard))
                 .wrap(TracingLogger::default())
                 .app_data(state)
                 .app_data(tokens.clone())
-                .app_data(web::QueryConfig::default())
+                .app_data(worker_http.clone())
                 .configure(configure)
         })
         .workers(workers)
-        .client_request_timeout(http.head_timeout())
-        .keep_alive(http.keep_alive())
+        .client_request_timeout(http.head_timeout)
+        .keep_alive(http.keep_alive)
         .shutdown_timeout(10)
         .listen(listener)?
         .run();
@@ -71,19 +65,4 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
-}
-
-async fn add_request_id(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    let id = request_id_header(&req);
-    let mut res = next.call(req).await?;
-    if let Some(id) = id {
-        res.headers_mut().insert(
-            actix_web::http::header::HeaderName::from_static("x-request-id"),
-            id,
-        );
-    }
-    Ok(res)
 }

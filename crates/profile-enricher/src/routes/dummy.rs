@@ -4,14 +4,14 @@
 //! randomly seeded hasher: the same profile gets the same answer in any process,
 //! after any restart.
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use domain::{Problem, Profile};
+use actix_web::HttpResponse;
+use domain::Profile;
 use serde::Serialize;
+use service_kit::http::{JsonBody, Problem};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::limits::read_json_body;
 
 /// The answer of `POST /dummy-enrich`.
 #[derive(Debug, PartialEq, Serialize, ToSchema)]
@@ -83,11 +83,7 @@ fn leading_u64(text: &str) -> u64 {
     skip_all,
     fields(user_id = tracing::field::Empty)
 )]
-pub async fn dummy_enrich(
-    request: HttpRequest,
-    body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let body = read_json_body(&request, body).await?;
+pub async fn dummy_enrich(JsonBody(body): JsonBody) -> Result<HttpResponse, ApiError> {
     let profile = Profile::from_json(&body)?;
     tracing::Span::current().record("user_id", profile.user_id());
     Ok(HttpResponse::Ok().json(reference_enrichment(&profile)))

@@ -1,6 +1,6 @@
 use actix_web::{HttpResponse, web};
-use domain::Problem;
 use serde::Serialize;
+use service_kit::http::Problem;
 use utoipa::ToSchema;
 
 /// The deployment name (`ENV`) that `/health` reports.

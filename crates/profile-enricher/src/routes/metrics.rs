@@ -1,5 +1,5 @@
 use actix_web::{HttpResponse, web};
-use domain::Problem;
+use service_kit::http::Problem;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;

@@ -1,12 +1,12 @@
-use actix_web::{HttpRequest, HttpResponse, web};
-use domain::{Problem, Profile};
+use actix_web::{HttpResponse, web};
+use domain::Profile;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use service_kit::http::{JsonBody, Problem};
 use utoipa::ToSchema;
 
 use crate::enrichment::EnrichmentClient;
 use crate::error::ApiError;
-use crate::limits::read_json_body;
 use crate::openapi::ProfileBody;
 
 /// The answer of `POST /users`.
@@ -48,11 +48,9 @@ pub struct Enriched<'a> {
     fields(user_id = tracing::field::Empty)
 )]
 pub async fn enrich_user(
-    request: HttpRequest,
-    body: web::Payload,
+    JsonBody(body): JsonBody,
     client: web::Data<EnrichmentClient>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_json_body(&request, body).await?;
     let profile = Profile::from_json(&body)?;
     tracing::Span::current().record("user_id", profile.user_id());
     let enrichment = client.enrich(&profile).await?;

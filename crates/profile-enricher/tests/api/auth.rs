@@ -1,5 +1,5 @@
-use profile_enricher::auth::ApiTokens;
 use serde_json::{Value, json};
+use service_kit::http::ApiTokens;
 
 use crate::helpers::{README_EXAMPLE, TestApp, assert_problem, json_answer, spawn_app_with};
 

@@ -25,7 +25,7 @@ pub fn readme_example() -> Value {
 /// Logs only when `TEST_LOG` is set, so `cargo test` output stays readable.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
-        profile_enricher::telemetry::init_subscriber().expect("log subscriber");
+        service_kit::telemetry::init();
     }
 });
 

@@ -1,8 +1,8 @@
 //! `GET /openapi.json` describes every endpoint and status of the contract, and
 //! the service's answers conform to it.
 
-use profile_enricher::auth::ApiTokens;
 use serde_json::{Value, json};
+use service_kit::http::ApiTokens;
 
 use crate::helpers::{README_EXAMPLE, TestApp, json_answer, spawn_app, spawn_app_with};
 

@@ -29,6 +29,28 @@ fn example_with(path: &[&str], value: Option<Value>) -> String {
 }
 
 #[tokio::test]
+async fn an_empty_object_lists_every_missing_required_field() {
+    let app = spawn_app().await;
+    let problem = assert_problem(app.post_users("{}").await, 422).await;
+    assert_eq!(fields(&problem), ["email", "userId", "username"]);
+    assert!(app.upstream_requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_utf8_inside_an_ignored_field_is_a_400() {
+    let app = spawn_app().await;
+    let mut body = README_EXAMPLE
+        .trim_end()
+        .trim_end_matches('}')
+        .to_owned()
+        .into_bytes();
+    body.extend_from_slice(b",\"ignored\":\"\xff\xfe\"}");
+    let problem = assert_problem(app.post_users(body).await, 400).await;
+    assert_eq!(problem["type"], "/problems/malformed-json");
+    assert!(app.upstream_requests().await.is_empty());
+}
+
+#[tokio::test]
 async fn post_users_returns_422_naming_the_field_for_each_rule() {
     let app = spawn_app().await;
     let cases: Vec<(&[&str], Option<Value>, &str)> = vec![

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use user_info::testing::{TcpProxy, eventually, postgres_address};
+use user_store::testing::{TcpProxy, eventually, postgres_address};
 use uuid::Uuid;
 
 use crate::support::{Record, Setup, produce, read_topic};
@@ -484,4 +484,30 @@ async fn a_broker_outage_keeps_the_consumer_running_and_it_catches_up_afterwards
     .await;
     assert!(caught_up, "everything produced after the outage lands");
     assert!(consumer.is_running());
+}
+
+#[tokio::test]
+async fn the_metrics_port_refuses_a_request_head_over_16_kib_with_431() {
+    let setup = Setup::new(1).await;
+    let consumer = setup.consumer();
+    let up = eventually(Duration::from_secs(30), || async {
+        consumer.status("/health").await == Some(200)
+    })
+    .await;
+    assert!(up, "the metrics port never answered");
+    let response = reqwest::Client::new()
+        .get(format!("{}/health", consumer.metrics))
+        .header("x-padding", "a".repeat(20 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "{content_type}"
+    );
 }

@@ -12,8 +12,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-pub use user_info::testing::free_port;
-use user_info::testing::{TestDatabase, eventually};
+pub use user_store::testing::free_port;
+use user_store::testing::{TestDatabase, eventually};
 use uuid::Uuid;
 
 fn log_path(name: &str) -> PathBuf {

@@ -21,7 +21,7 @@ use diesel::Connection;
 use serde_json::json;
 use support::{Broker, Record, Setup, free_port, produce};
 use tokio::sync::Mutex;
-use user_info::testing::{TcpProxy, eventually};
+use user_store::testing::{TcpProxy, eventually};
 use uuid::Uuid;
 
 const KAFKA_USERS: usize = 10_000;
@@ -335,7 +335,7 @@ async fn under_mixed_load_and_a_postgres_restart_nothing_is_lost_and_only_docume
     // Every HTTP user holds its last acknowledged write.
     let mut conn = diesel::PgConnection::establish(&setup.db.url).unwrap();
     for (id, version) in &last_writes {
-        let row = user_info::testing::read_user(&mut conn, *id)
+        let row = user_store::testing::read_user(&mut conn, *id)
             .unwrap()
             .unwrap();
         assert_eq!(row.first_name, format!("h{version}"), "user {id}");

@@ -1,6 +1,6 @@
 use actix_web::{HttpResponse, web};
-use domain::Problem;
 use serde_json::json;
+use service_kit::http::Problem;
 
 use crate::error::ApiError;
 use crate::startup::AppState;

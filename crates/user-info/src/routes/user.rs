@@ -1,13 +1,13 @@
-use actix_web::{HttpRequest, HttpResponse, web};
-use domain::{Problem, UserChange, parse_user_id};
+use actix_web::{HttpResponse, web};
+use domain::{UserChange, parse_user_id};
 use serde::Deserialize;
+use service_kit::http::{JsonBody, Problem};
+use user_store::User;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::http::read_json_body;
 use crate::openapi::UserChangeBody;
 use crate::startup::AppState;
-use crate::store::User;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -46,11 +46,9 @@ impl UserIdQuery {
     security((), ("bearer" = [])))]
 #[tracing::instrument(name = "post_user", skip_all, fields(user_id, created))]
 pub async fn post_user(
-    req: HttpRequest,
-    payload: web::Payload,
+    JsonBody(body): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_json_body(&req, payload, state.http.body_timeout()).await?;
     let change = UserChange::from_json(&body)?;
     let id = change.user_id.unwrap_or_else(Uuid::new_v4);
     let span = tracing::Span::current();

@@ -8,7 +8,7 @@ use crate::helpers::{TestDatabase, problem, settings, spawn_configured};
 async fn with_api_tokens_set_data_endpoints_need_a_bearer_token_and_probes_stay_open() {
     let db = TestDatabase::create();
     let mut config = settings(&db.url);
-    config.api_tokens = Some(" first-token , second-token ".to_owned());
+    config.api_tokens = service_kit::http::ApiTokens::parse(" first-token , second-token ");
     let app = spawn_configured(db, config).await;
     app.wait_until_ready().await;
     let url = format!("{}/user", app.address);

@@ -101,7 +101,7 @@ async fn a_database_that_stops_answering_gives_503_within_the_query_timeout_then
     proxy.start();
     let db = TestDatabase::create();
     let mut config = settings(&db.url_via(proxy.address));
-    config.database_query_timeout = 1.0;
+    config.database.query_timeout = std::time::Duration::from_secs(1);
     let app = spawn_configured(db, config).await;
     app.wait_until_ready().await;
     let id = Uuid::new_v4().to_string();
@@ -152,7 +152,7 @@ async fn sslmode_require_encrypts_every_connection_and_verify_full_checks_the_ce
     assert!(encrypted >= 1, "the service's connections must use TLS");
 
     let verify_full = format!("{}?sslmode=verify-full", app.db.url);
-    let refused = user_info::postgres::Connector::parse(&verify_full, "test")
+    let refused = user_store::connect::Connector::parse(&verify_full, "test")
         .unwrap()
         .connect()
         .await

@@ -7,9 +7,9 @@ use std::time::Duration;
 use reqwest::{Client, Response};
 use serde_json::Value;
 use tokio::task::JoinHandle;
-use user_info::config::{HttpSettings, Settings};
+use user_info::config::Settings;
 use user_info::startup::Application;
-pub use user_info::testing::{TcpProxy, TestDatabase, eventually, free_port, postgres_address};
+pub use user_store::testing::{TcpProxy, TestDatabase, eventually, free_port, postgres_address};
 
 pub struct TestApp {
     pub address: String,
@@ -26,20 +26,21 @@ impl Drop for TestApp {
 }
 
 pub fn settings(database_url: &str) -> Settings {
-    Settings {
-        user_info_host: "127.0.0.1".to_owned(),
-        user_info_port: 0,
-        database_url: database_url.to_owned(),
-        database_pool_size: 4,
-        database_connect_timeout: 1.0,
-        database_query_timeout: 5.0,
-        api_tokens: None,
-        http: HttpSettings {
-            http_head_timeout: 10.0,
-            http_body_timeout: 30.0,
-            http_keep_alive: 60.0,
-        },
-    }
+    let variables = [
+        ("USER_INFO_HOST", "127.0.0.1"),
+        ("USER_INFO_PORT", "0"),
+        ("DATABASE_URL", database_url),
+        ("DATABASE_POOL_SIZE", "4"),
+        ("DATABASE_CONNECT_TIMEOUT", "1"),
+        ("DATABASE_QUERY_TIMEOUT", "5"),
+    ];
+    Settings::from_variables(
+        variables
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
+    .unwrap()
 }
 
 /// Starts the application on a fresh database and waits until it has migrated.
@@ -62,7 +63,7 @@ pub async fn spawn_app_on(db: TestDatabase, via: Option<SocketAddr>) -> TestApp 
 /// Starts the application with the given settings, on `db`.
 pub async fn spawn_configured(db: TestDatabase, settings: Settings) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
-        user_info::telemetry::init();
+        service_kit::telemetry::init();
     }
     let application = Application::build(settings).unwrap();
     let address = format!("http://127.0.0.1:{}", application.port());

@@ -23,6 +23,15 @@ async fn malformed_json_is_a_400() {
 }
 
 #[tokio::test]
+async fn invalid_utf8_inside_an_ignored_field_is_a_400() {
+    let app = spawn_app().await;
+    let body = b"{\"first_name\":\"A\",\"ignored\":\"\xff\xfe\"}".to_vec();
+    let response = app.post_raw("/user", "application/json", body).await;
+    problem(response, 400).await;
+    assert_eq!(app.db.count(), 0);
+}
+
+#[tokio::test]
 async fn json_of_the_wrong_shape_is_a_422() {
     let app = spawn_app().await;
     for body in [

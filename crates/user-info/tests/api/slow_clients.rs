@@ -12,7 +12,7 @@ use crate::helpers::{TestDatabase, settings, spawn_configured};
 async fn a_body_that_arrives_too_slowly_is_a_408_problem_and_nothing_is_stored() {
     let db = TestDatabase::create();
     let mut config = settings(&db.url);
-    config.http.http_body_timeout = 0.2;
+    config.http.body_timeout = std::time::Duration::from_millis(200);
     let app = spawn_configured(db, config).await;
     app.wait_until_ready().await;
     let mut socket = TcpStream::connect(app.address.trim_start_matches("http://"))
@@ -38,7 +38,7 @@ async fn a_body_that_arrives_too_slowly_is_a_408_problem_and_nothing_is_stored()
 async fn a_connection_that_never_finishes_its_head_is_closed() {
     let db = TestDatabase::create();
     let mut config = settings(&db.url);
-    config.http.http_head_timeout = 0.2;
+    config.http.head_timeout = std::time::Duration::from_millis(200);
     let app = spawn_configured(db, config).await;
     let mut socket = TcpStream::connect(app.address.trim_start_matches("http://"))
         .await

@@ -14,7 +14,7 @@ use diesel::{Connection, PgConnection};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::store::{self, User};
+use crate::schema::{self, User};
 
 /// Where tests may create databases; `.ci/run` provides it.
 pub fn admin_url() -> String {
@@ -89,7 +89,7 @@ impl TestDatabase {
     pub fn count(&self) -> i64 {
         use diesel::RunQueryDsl;
         use diesel::query_dsl::QueryDsl;
-        store::user_info::table
+        schema::user_info::table
             .count()
             .get_result(&mut self.connect())
             .unwrap()
@@ -99,7 +99,7 @@ impl TestDatabase {
 /// One user as stored, over a plain (libpq) connection of the test's own.
 pub fn read_user(conn: &mut PgConnection, id: Uuid) -> diesel::QueryResult<Option<User>> {
     use diesel::prelude::*;
-    store::user_info::table
+    schema::user_info::table
         .find(id)
         .select(User::as_select())
         .first(conn)

@@ -103,7 +103,7 @@ impl Connector {
             .config
             .connect(self.tls.clone())
             .await
-            .map_err(|error| ConnectionError::BadConnection(crate::error::error_chain(&error)))?;
+            .map_err(|error| ConnectionError::BadConnection(service_kit::error_chain(&error)))?;
         AsyncPgConnection::try_from_client_and_connection(client, connection).await
     }
 }

@@ -1,0 +1,171 @@
+//! Reading settings from environment variables, one policy for every process:
+//! unset variables take their documented defaults, a `.env` file is read when
+//! present, and a value that makes no sense (`-1` or `soon` seconds, a port of
+//! `99999`) stops the process at start with a message naming the variable -
+//! never a silent zero.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid settings: {0}")]
+pub struct SettingsError(String);
+
+/// Where variables come from: the process environment (and `.env`), or a map
+/// (tests, which must not change the process's environment).
+pub enum Variables {
+    Environment,
+    Map(HashMap<String, String>),
+}
+
+/// The variables of a process, defaults filled in; [`Source::get`] reads the
+/// structs the process's settings are made of.
+pub struct Source(config::Config);
+
+/// Reads the variables, `defaults` filling what is unset.
+pub fn read(defaults: &[(&str, &str)], variables: Variables) -> Result<Source, SettingsError> {
+    let source = match variables {
+        Variables::Environment => {
+            let _ = dotenvy::dotenv();
+            None
+        }
+        Variables::Map(map) => Some(map.into_iter().collect()),
+    };
+    let mut builder = config::Config::builder();
+    for (key, value) in defaults {
+        builder = builder
+            .set_default(*key, *value)
+            .map_err(|error| SettingsError(error.to_string()))?;
+    }
+    builder
+        .add_source(config::Environment::default().source(source))
+        .build()
+        .map(Source)
+        .map_err(|error| SettingsError(error.to_string()))
+}
+
+impl Source {
+    /// Reads one struct of settings. Its field names are the variables' names
+    /// in lower case; numbers and durations must use [`number`] and
+    /// [`seconds`], which read both the variables' text and the defaults.
+    /// Structs are read one by one rather than nested with `#[serde(flatten)]`,
+    /// which would lose the variable's name from the error.
+    pub fn get<T: DeserializeOwned>(&self) -> Result<T, SettingsError> {
+        self.0
+            .clone()
+            .try_deserialize()
+            .map_err(|error| SettingsError(error.to_string()))
+    }
+}
+
+/// A duration in seconds, possibly fractional (`0.05`); negative, infinite or
+/// non-numeric values are refused.
+pub fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| D::Error::custom(format!("`{text}` is not a number of seconds")))?;
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| D::Error::custom(format!("`{text}` is not a non-negative number of seconds")))
+}
+
+/// A number of any type that parses from text (`u16`, `usize`, `u32`, ...).
+pub fn number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    let text = String::deserialize(deserializer)?;
+    text.trim()
+        .parse()
+        .map_err(|error| D::Error::custom(format!("`{text}` is not valid: {error}")))
+}
+
+/// Limits that keep slow or idle clients from starving others, the same
+/// variables in every HTTP process.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    /// A request head must arrive within this (`HTTP_HEAD_TIMEOUT`).
+    #[serde(rename = "http_head_timeout", deserialize_with = "seconds")]
+    pub head_timeout: Duration,
+    /// A request body must arrive within this (`HTTP_BODY_TIMEOUT`).
+    #[serde(rename = "http_body_timeout", deserialize_with = "seconds")]
+    pub body_timeout: Duration,
+    /// An idle keep-alive connection is closed after this (`HTTP_KEEP_ALIVE`).
+    #[serde(rename = "http_keep_alive", deserialize_with = "seconds")]
+    pub keep_alive: Duration,
+}
+
+/// The documented defaults.
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(60),
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The documented defaults, to put among a process's own variables.
+    pub const DEFAULTS: [(&str, &str); 3] = [
+        ("http_head_timeout", "10"),
+        ("http_body_timeout", "30"),
+        ("http_keep_alive", "60"),
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Example {
+        #[serde(deserialize_with = "number")]
+        port: u16,
+    }
+
+    fn read_example(pairs: &[(&str, &str)]) -> Result<(Example, HttpSettings), SettingsError> {
+        let mut defaults = vec![("port", "8000")];
+        defaults.extend(HttpSettings::DEFAULTS);
+        let map = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let source = super::read(&defaults, Variables::Map(map))?;
+        Ok((source.get()?, source.get()?))
+    }
+
+    #[test]
+    fn unset_variables_take_the_defaults_and_durations_may_be_fractional() {
+        let (example, http) = read_example(&[("HTTP_BODY_TIMEOUT", " 0.05 ")]).unwrap();
+        assert_eq!(example.port, 8000);
+        assert_eq!(http.head_timeout, Duration::from_secs(10));
+        assert_eq!(http.body_timeout, Duration::from_millis(50));
+        assert_eq!(http.keep_alive, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn nonsense_is_refused_naming_the_variable() {
+        for (variable, value) in [
+            ("PORT", "99999"),
+            ("HTTP_HEAD_TIMEOUT", "-1"),
+            ("HTTP_BODY_TIMEOUT", "soon"),
+            ("HTTP_KEEP_ALIVE", "inf"),
+        ] {
+            let error = read_example(&[(variable, value)]).unwrap_err().to_string();
+            assert!(
+                error.contains(&variable.to_lowercase()),
+                "{variable}={value}: {error}"
+            );
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The database as the processes use it: a pool, bounded operations, and
+//! whether migrations have been applied yet.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use domain::{Folded, UserFields};
+use uuid::Uuid;
+
+use crate::connect::{Connector, UrlError};
+use crate::merge::{Expect, merge_many};
+use crate::schema::{User, user_info};
+use crate::{DatabaseSettings, StoreError, migrate};
+
+type PgPool = Pool<AsyncPgConnection>;
+
+/// The database as the services use it: a pool of connections, plus whether
+/// migrations have been applied. Until they have, every data operation answers
+/// "not ready". Every operation is bounded: at most `connect_timeout` to get a
+/// connection, at most `query_timeout` for the database to answer.
+#[derive(Clone)]
+pub struct Database {
+    pool: PgPool,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    connector: Connector,
+    migrated: AtomicBool,
+    connect_timeout: Duration,
+    query_timeout: Duration,
+}
+
+impl Database {
+    /// Creates the pool (without connecting) and starts applying migrations in
+    /// the background, retrying with capped backoff until the database answers.
+    /// Fails only on a `DATABASE_URL` that can never work.
+    pub fn start(settings: &DatabaseSettings, application_name: &str) -> Result<Self, UrlError> {
+        let shared = Arc::new(Shared {
+            connector: Connector::parse(&settings.url, application_name)?,
+            migrated: AtomicBool::new(false),
+            connect_timeout: settings.connect_timeout,
+            query_timeout: settings.query_timeout,
+        });
+        let database = Database {
+            pool: pool(&shared.connector, settings.pool_size),
+            shared,
+        };
+        let shared = database.shared.clone();
+        tokio::spawn(async move {
+            let connector = shared.connector.clone();
+            migrate::until_done(connector, shared.connect_timeout, &shared.migrated).await;
+        });
+        Ok(database)
+    }
+
+    /// The same database through a pool of its own, sharing the migration
+    /// state: each HTTP worker thread gets one, so that a connection's I/O is
+    /// driven by the thread whose requests use it.
+    pub fn with_own_pool(&self, size: usize) -> Self {
+        Database {
+            pool: pool(&self.shared.connector, size),
+            shared: self.shared.clone(),
+        }
+    }
+
+    pub fn is_migrated(&self) -> bool {
+        AtomicBool::load(&self.shared.migrated, Ordering::Acquire)
+    }
+
+    /// Migrated and answering a query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.checkout().await?;
+        let result = self.bounded(conn.batch_execute("SELECT 1")).await;
+        settle(conn, result)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        let mut conn = self.checkout().await?;
+        let query = user_info::table.find(id).select(User::as_select());
+        let result = self
+            .bounded(async { query.first(&mut conn).await.optional() })
+            .await;
+        settle(conn, result)
+    }
+
+    /// Deletes a user; `false` when there was none.
+    pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
+        let mut conn = self.checkout().await?;
+        let result = self
+            .bounded(diesel::delete(user_info::table.find(id)).execute(&mut conn))
+            .await;
+        settle(conn, result.map(|deleted| deleted > 0))
+    }
+
+    /// Merges one change into the stored user, creating it when absent. Returns
+    /// the stored user and whether it was created.
+    pub async fn merge(&self, id: Uuid, fields: &UserFields) -> Result<(User, bool), StoreError> {
+        let mut conn = self.checkout().await?;
+        let result = self
+            .bounded(merge_many(&mut conn, &[(id, fields)], Expect::Existing))
+            .await;
+        settle(conn, result)?.pop().ok_or(StoreError::Contention)
+    }
+
+    /// Applies a batch of changes, already folded to one operation per user
+    /// (see [`domain::fold_changes`]), in a single transaction.
+    pub async fn apply_batch(&self, folded: &[(Uuid, Folded)]) -> Result<(), StoreError> {
+        let removed: Vec<Uuid> = folded
+            .iter()
+            .filter(|(_, op)| matches!(op, Folded::Delete | Folded::Replace(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        let merged: Vec<(Uuid, &UserFields)> = folded
+            .iter()
+            .filter_map(|(id, op)| match op {
+                Folded::Upsert(fields) | Folded::Replace(fields) => Some((*id, fields)),
+                Folded::Delete => None,
+            })
+            .collect();
+        let mut conn = self.checkout().await?;
+        let transaction = conn.transaction::<_, StoreError, _>(async |conn| {
+            if !removed.is_empty() {
+                diesel::delete(user_info::table.filter(user_info::user_id.eq_any(&removed)))
+                    .execute(conn)
+                    .await?;
+            }
+            merge_many(conn, &merged, Expect::New).await?;
+            Ok(())
+        });
+        let result = self.bounded(transaction).await;
+        settle(conn, result)
+    }
+
+    /// A pooled connection, once migrations are applied, within the connect
+    /// timeout.
+    async fn checkout(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
+        if !self.is_migrated() {
+            return Err(StoreError::NotReady);
+        }
+        tokio::time::timeout(self.shared.connect_timeout, self.pool.get())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("no database connection within the connect timeout".into())
+            })?
+            .map_err(|error| StoreError::Unavailable(error.into()))
+    }
+
+    /// Bounds a database operation by the query timeout. When it runs out, the
+    /// operation is dropped (and its connection discarded by [`settle`]).
+    async fn bounded<T, E>(
+        &self,
+        operation: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, StoreError>
+    where
+        StoreError: From<E>,
+    {
+        match tokio::time::timeout(self.shared.query_timeout, operation).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StoreError::Unavailable(
+                format!(
+                    "no answer from the database within {:?}",
+                    self.shared.query_timeout
+                )
+                .into(),
+            )),
+        }
+    }
+}
+
+/// A pool that does not connect yet, so the service starts (and answers
+/// `/health`) while the database is still down. Connections are not pinged on
+/// checkout (a round trip per request); one whose work failed is discarded by
+/// [`settle`] instead, so a database restart still heals by itself.
+fn pool(connector: &Connector, size: usize) -> PgPool {
+    let connector = connector.clone();
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |_url| {
+        let connector = connector.clone();
+        Box::pin(async move { connector.connect().await })
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config("", config);
+    #[allow(clippy::expect_used)] // only fails with a runtime-dependent timeout set
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .build()
+        .expect("a pool without timeouts always builds")
+}
+
+/// Returns the connection to the pool, or throws it away when its work failed:
+/// diesel only notices a broken transaction, not a dead socket.
+fn settle<T>(
+    conn: Object<AsyncPgConnection>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if result.is_err() {
+        drop(Object::take(conn));
+    }
+    result
+}

@@ -1,0 +1,87 @@
+//! The user store: every read and write of the `user_info` table, shared by the
+//! HTTP service and the Kafka consumer, so that both apply one merge rule
+//! through one piece of SQL.
+//!
+//! - [`connect`]: `DATABASE_URL` read as libpq reads it (TLS modes included),
+//!   spoken by tokio-postgres on the async executor;
+//! - [`migrate`]: the embedded migrations, applied at start-up under an
+//!   advisory lock;
+//! - [`schema`]: the table and a stored [`User`];
+//! - `merge`: the merge rule in SQL, for one change or a batch;
+//! - [`Database`]: the pool and its operations, each bounded in time.
+
+pub mod connect;
+mod database;
+mod merge;
+pub mod migrate;
+pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use service_kit::settings::{number, seconds};
+
+pub use database::Database;
+pub use schema::User;
+
+/// The database variables, the same in every process that embeds them (with
+/// `#[serde(flatten)]`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL`, libpq style.
+    #[serde(rename = "database_url")]
+    pub url: String,
+    /// `DATABASE_POOL_SIZE`: connections of the process.
+    #[serde(rename = "database_pool_size", deserialize_with = "number")]
+    pub pool_size: usize,
+    /// `DATABASE_CONNECT_TIMEOUT`: the longest wait for a connection.
+    #[serde(rename = "database_connect_timeout", deserialize_with = "seconds")]
+    pub connect_timeout: Duration,
+    /// `DATABASE_QUERY_TIMEOUT`: the longest wait for the database's answer.
+    #[serde(rename = "database_query_timeout", deserialize_with = "seconds")]
+    pub query_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// The documented defaults, to put among a process's own.
+    pub const DEFAULTS: [(&str, &str); 4] = [
+        (
+            "database_url",
+            "postgres://postgres:postgres@127.0.0.1:5432/user_info",
+        ),
+        ("database_pool_size", "10"),
+        ("database_connect_timeout", "5"),
+        ("database_query_timeout", "10"),
+    ];
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Migrations have not been applied yet (the database has not been reachable
+    /// since start-up).
+    #[error("database not ready: migrations pending")]
+    NotReady,
+    /// The database cannot be reached or answered with an error; retrying later is
+    /// the remedy (HTTP 503, consumer backoff).
+    ///
+    /// A plain boxed error, not `anyhow`: anyhow captures a backtrace when
+    /// `RUST_BACKTRACE` is set, and the request logger's `Debug` output then
+    /// symbolises it - loading the binary's debug info into memory (~100 MiB) the
+    /// first time the database goes away.
+    #[error("database unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A concurrent writer kept creating and deleting the same row.
+    #[error(
+        "gave up merging after {} attempts under contention",
+        merge::MERGE_ATTEMPTS
+    )]
+    Contention,
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(error: diesel::result::Error) -> Self {
+        StoreError::Unavailable(error.into())
+    }
+}

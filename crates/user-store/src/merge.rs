@@ -1,0 +1,175 @@
+//! The merge rule in SQL: "update, else insert", for one change or thousands.
+//!
+//! An `UPDATE ... FROM unnest(...)` changes the rows that exist (a `NULL` field
+//! keeps the stored value), then an `INSERT ... ON CONFLICT DO NOTHING` creates
+//! the rest (a `NULL` field becomes `''`). A row created or deleted by someone
+//! else in between is simply retried, so concurrent writers never lose a field.
+
+use std::collections::HashSet;
+
+use diesel::QueryResult;
+use diesel::sql_types::{Array, Nullable, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use domain::UserFields;
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::schema::User;
+
+/// How many times a merge retries rows that a concurrent writer created or
+/// deleted between our UPDATE and INSERT before giving up.
+pub(crate) const MERGE_ATTEMPTS: usize = 8;
+
+/// Which rows a merge expects to find, to try the statement that usually does
+/// all the work first: a `POST /user` mostly updates, a batch from Kafka (a
+/// backfill, new users) mostly inserts. Either order gives the same result.
+#[derive(Clone, Copy)]
+pub(crate) enum Expect {
+    Existing,
+    New,
+}
+
+/// The merge itself; `changes` must name each user at most once.
+pub(crate) async fn merge_many(
+    conn: &mut AsyncPgConnection,
+    changes: &[(Uuid, &UserFields)],
+    expect: Expect,
+) -> Result<Vec<(User, bool)>, StoreError> {
+    let order = match expect {
+        Expect::Existing => [(UPDATE_SQL, false), (INSERT_SQL, true)],
+        Expect::New => [(INSERT_SQL, true), (UPDATE_SQL, false)],
+    };
+    let mut done = Vec::with_capacity(changes.len());
+    let mut pending: Vec<(Uuid, &UserFields)> = changes.to_vec();
+    for _ in 0..MERGE_ATTEMPTS {
+        if pending.is_empty() {
+            return Ok(done);
+        }
+        for (statement, created) in order {
+            if pending.is_empty() {
+                break;
+            }
+            let written = run_merge_statement(conn, statement, &pending).await?;
+            let ids: HashSet<Uuid> = written.iter().map(|user| user.user_id).collect();
+            pending.retain(|(id, _)| !ids.contains(id));
+            done.extend(written.into_iter().map(|user| (user, created)));
+        }
+    }
+    if pending.is_empty() {
+        Ok(done)
+    } else {
+        Err(StoreError::Contention)
+    }
+}
+
+/// The two merge statements, around the changes (`unnest(...)` or `(VALUES (...))`).
+const UPDATE_SQL: (&str, &str) = (
+    "UPDATE user_info AS u SET \
+        first_name = COALESCE(c.first_name, u.first_name), \
+        last_name = COALESCE(c.last_name, u.last_name), \
+        email = COALESCE(c.email, u.email), \
+        phone_number = COALESCE(c.phone_number, u.phone_number), \
+        updated_at = now() \
+     FROM ",
+    " AS c(user_id, first_name, last_name, email, phone_number) \
+     WHERE u.user_id = c.user_id \
+     RETURNING u.*",
+);
+
+const INSERT_SQL: (&str, &str) = (
+    "INSERT INTO user_info (user_id, first_name, last_name, email, phone_number) \
+     SELECT c.user_id, COALESCE(c.first_name, ''), COALESCE(c.last_name, ''), \
+            COALESCE(c.email, ''), COALESCE(c.phone_number, '') \
+     FROM ",
+    " AS c(user_id, first_name, last_name, email, phone_number) \
+     ON CONFLICT (user_id) DO NOTHING \
+     RETURNING *",
+);
+
+/// Runs one of the merge statements with the changes bound as parallel arrays
+/// (`NULL` = field absent from the change). Unlike `sql_query`, this statement
+/// is prepared once per connection and reused.
+async fn run_merge_statement(
+    conn: &mut AsyncPgConnection,
+    (head, tail): (&'static str, &'static str),
+    changes: &[(Uuid, &UserFields)],
+) -> QueryResult<Vec<User>> {
+    let column = |pick: fn(&UserFields) -> Option<&str>| -> Vec<Option<&str>> {
+        changes.iter().map(|(_, fields)| pick(fields)).collect()
+    };
+    MergeStatement {
+        head,
+        tail,
+        ids: changes.iter().map(|(id, _)| *id).collect(),
+        first_names: column(|f| f.first_name.as_ref().map(|v| v.as_str())),
+        last_names: column(|f| f.last_name.as_ref().map(|v| v.as_str())),
+        emails: column(|f| f.email.as_ref().map(|v| v.as_str())),
+        phone_numbers: column(|f| f.phone_number.as_ref().map(|v| v.as_str())),
+    }
+    .load(conn)
+    .await
+}
+
+/// [`UPDATE_SQL`] or [`INSERT_SQL`] around the changes: `unnest` of five array
+/// parameters, or for a single change one `VALUES` row.
+struct MergeStatement<'a> {
+    head: &'static str,
+    tail: &'static str,
+    ids: Vec<Uuid>,
+    first_names: Vec<Option<&'a str>>,
+    last_names: Vec<Option<&'a str>>,
+    emails: Vec<Option<&'a str>>,
+    phone_numbers: Vec<Option<&'a str>>,
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for MergeStatement<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        out.push_sql(self.head);
+        if let ([id], [first_name], [last_name], [email], [phone_number]) = (
+            self.ids.as_slice(),
+            self.first_names.as_slice(),
+            self.last_names.as_slice(),
+            self.emails.as_slice(),
+            self.phone_numbers.as_slice(),
+        ) {
+            // One change (an HTTP request): scalar parameters, whose generic
+            // plan PostgreSQL keeps; with arrays it plans every execution anew,
+            // since it cannot know their length in advance.
+            out.push_sql("(VALUES (");
+            out.push_bind_param::<diesel::sql_types::Uuid, _>(id)?;
+            for field in [first_name, last_name, email, phone_number] {
+                out.push_sql(", ");
+                out.push_bind_param::<Nullable<Text>, _>(field)?;
+            }
+            out.push_sql("))");
+        } else {
+            out.push_sql("unnest(");
+            out.push_bind_param::<Array<diesel::sql_types::Uuid>, _>(&self.ids)?;
+            for column in [
+                &self.first_names,
+                &self.last_names,
+                &self.emails,
+                &self.phone_numbers,
+            ] {
+                out.push_sql(", ");
+                out.push_bind_param::<Array<Nullable<Text>>, _>(column)?;
+            }
+            out.push_sql(")");
+        }
+        out.push_sql(self.tail);
+        Ok(())
+    }
+}
+
+/// No static id: diesel caches the prepared statement by its SQL text instead.
+impl diesel::query_builder::QueryId for MergeStatement<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for MergeStatement<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
