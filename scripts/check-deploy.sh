@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks the deployment files without a Docker engine or a cluster:
-# - docker-compose.yml parses, Kafka's data is on its volume, every variable it
-#   reads from .env is documented in .env.example (scripts/check_deploy.py);
+# - docker-compose.yml parses, its images are named in full, Kafka's data is on
+#   its volume, every variable it reads from .env is documented in .env.example
+#   (scripts/check_deploy.py);
+# - the Dockerfile names its base images in full and passes checkov's rules;
 # - the base renders no Secret and no cluster-specific address;
 # - the kustomize output of every overlay validates against the Kubernetes
 #   schemas (kubernetes-validate), passes checkov (.checkov.yaml lists the rules
@@ -47,6 +49,13 @@ docker-compose --env-file "$work/.env" -f docker-compose.yml config > "$work/com
 python3 scripts/check_deploy.py compose "$work/compose.yaml" docker-compose.yml .env.example
 echo "check-deploy: docker-compose.yml parses and passes its checks"
 
+# The Dockerfile parses and passes checkov's Dockerfile rules (no image is built:
+# there is no Docker engine here).
+python3 scripts/check_deploy.py dockerfile Dockerfile
+"$checkov" --framework dockerfile --skip-download --quiet --compact -f Dockerfile \
+    || { echo "check-deploy: checkov failed on the Dockerfile" >&2; exit 1; }
+echo "check-deploy: Dockerfile names its base images in full and passes checkov"
+
 mkdir "$work/k8s"
 cp -r deploy "$work/k8s/"
 find "$work/k8s/deploy" -name secrets.env -delete
@@ -63,7 +72,7 @@ for overlay in "$work"/k8s/deploy/overlays/*/; do
     mkdir "$work/$name"
     rendered="$work/$name/$name.yaml"
     kubectl kustomize "$overlay" > "$rendered"
-    kubernetes-validate --strict --kubernetes-version 1.33 "$rendered"
+    kubernetes-validate --quiet --strict --kubernetes-version 1.33 "$rendered"
     python3 scripts/check_deploy.py overlay "$rendered"
     (cd "$work/$name" && "$checkov" --config-file "$checkov_config" -f "$name.yaml") \
         || { echo "check-deploy: checkov failed on deploy/overlays/$name" >&2; exit 1; }

@@ -3,6 +3,7 @@
 
 Called by scripts/check-deploy.sh:
   check_deploy.py compose RENDERED_COMPOSE docker-compose.yml .env.example
+  check_deploy.py dockerfile Dockerfile
   check_deploy.py base RENDERED_BASE
   check_deploy.py overlay RENDERED_OVERLAY
 Each RENDERED_* is the output of `docker-compose config` or `kubectl kustomize`.
@@ -58,9 +59,38 @@ def under(path, directory):
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
+def fully_qualified(image):
+    """Names its registry, as podman, buildah and CRI-O need without short-name
+    aliases: `docker.io/library/rust:1`, not `rust:1`."""
+    first = image.split("/")[0]
+    return "/" in image and ("." in first or ":" in first or first == "localhost")
+
+
+def check_dockerfile(path):
+    with open(path, encoding="utf-8") as file:
+        text = file.read()
+    stages = set()
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].upper() != "FROM":
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        image = args[0]
+        if image.lower() != "scratch" and image.lower() not in stages and not fully_qualified(image):
+            problem(f"Dockerfile: FROM {image} names no registry")
+        if len(args) >= 3 and args[1].upper() == "AS":
+            stages.add(args[2].lower())
+    # The release profile keeps line tables (57 MB a binary): the image ships
+    # the binaries without them.
+    if not re.search(r"^\s*(&&\s*)?(strip|objcopy)\b[^\n]*--strip-(debug|all|unneeded)", text, re.MULTILINE):
+        problem("Dockerfile: the binaries are not stripped (strip --strip-debug)")
+
+
 def check_compose(rendered_path, compose_path, env_example_path):
     rendered = load_all(rendered_path)[0]
     for name, service in (rendered.get("services") or {}).items():
+        if "image" in service and not fully_qualified(service["image"]):
+            problem(f"compose: {name}: image {service['image']} names no registry")
         env = env_dict(service.get("environment"))
         if "KAFKA_PROCESS_ROLES" not in env:
             continue
@@ -180,11 +210,10 @@ def check_overlay(path):
     if not bootstrap:
         problem(f"{name}: KAFKA_BOOTSTRAP_SERVERS is not set")
 
-    # Fully qualified images (podman, buildah, CRI-O without short-name aliases).
+    # Fully qualified images.
     for doc in workloads:
         for container in pod_spec(doc).get("spec", {}).get("containers", []):
-            registry = container["image"].split("/")[0]
-            if "/" not in container["image"] or not ("." in registry or ":" in registry or registry == "localhost"):
+            if not fully_qualified(container["image"]):
                 problem(f"{name}: {key(doc)}: image {container['image']} names no registry")
 
     # Nothing fights the HorizontalPodAutoscaler over the replica count.
@@ -278,7 +307,8 @@ def check_overlay(path):
 
 def main(argv):
     mode, *paths = argv[1:]
-    {"compose": check_compose, "base": check_base, "overlay": check_overlay}[mode](*paths)
+    checks = {"compose": check_compose, "dockerfile": check_dockerfile, "base": check_base, "overlay": check_overlay}
+    checks[mode](*paths)
     for message in problems:
         print(f"check-deploy: {message}", file=sys.stderr)
     return 1 if problems else 0
