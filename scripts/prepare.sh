@@ -46,8 +46,7 @@ fi
 CHECKOV_ROOT="${CHECKOV_ROOT:-$HOME/.cache/checkov-$CHECKOV_VERSION}"
 if [ ! -x "$CHECKOV_ROOT/bin/checkov" ]; then
     echo "prepare: installing checkov $CHECKOV_VERSION in $CHECKOV_ROOT"
-    rm -rf "$CHECKOV_ROOT"
-    python3 -m venv "$CHECKOV_ROOT"
+    python3 -m venv --clear "$CHECKOV_ROOT"
     "$CHECKOV_ROOT/bin/python" -m pip install -q "checkov==$CHECKOV_VERSION"
 fi
 
