@@ -49,12 +49,13 @@ docker-compose --env-file "$work/.env" -f docker-compose.yml config > "$work/com
 python3 scripts/check_deploy.py compose "$work/compose.yaml" docker-compose.yml .env.example
 echo "check-deploy: docker-compose.yml parses and passes its checks"
 
-# The Dockerfile parses and passes checkov's Dockerfile rules (no image is built:
-# there is no Docker engine here).
+# No image is built (there is no Docker engine here): the Dockerfile is read.
 python3 scripts/check_deploy.py dockerfile Dockerfile
-"$checkov" --framework dockerfile --skip-download --quiet --compact -f Dockerfile \
-    || { echo "check-deploy: checkov failed on the Dockerfile" >&2; exit 1; }
-echo "check-deploy: Dockerfile names its base images in full and passes checkov"
+echo "check-deploy: Dockerfile names its base images in full and strips the binaries"
+# checkov scans these files at the end, in one run (it takes seconds to start).
+mkdir "$work/checkov"
+cp Dockerfile "$work/checkov/Dockerfile"
+scanned=(-f Dockerfile)
 
 mkdir "$work/k8s"
 cp -r deploy "$work/k8s/"
@@ -69,13 +70,15 @@ echo "check-deploy: deploy/base renders no Secret and no cluster-specific addres
 
 for overlay in "$work"/k8s/deploy/overlays/*/; do
     name=$(basename "$overlay")
-    mkdir "$work/$name"
-    rendered="$work/$name/$name.yaml"
+    rendered="$work/checkov/overlay-$name.yaml"
     kubectl kustomize "$overlay" > "$rendered"
     kubernetes-validate --quiet --strict --kubernetes-version 1.33 "$rendered"
     python3 scripts/check_deploy.py overlay "$rendered"
-    (cd "$work/$name" && "$checkov" --config-file "$checkov_config" -f "$name.yaml") \
-        || { echo "check-deploy: checkov failed on deploy/overlays/$name" >&2; exit 1; }
-    echo "check-deploy: deploy/overlays/$name validates and passes checkov and its checks"
+    scanned+=(-f "overlay-$name.yaml")
+    echo "check-deploy: deploy/overlays/$name validates and passes its checks"
 done
+
+(cd "$work/checkov" && "$checkov" --config-file "$checkov_config" "${scanned[@]}") \
+    || { echo "check-deploy: checkov failed (rules skipped on purpose are in .checkov.yaml)" >&2; exit 1; }
+echo "check-deploy: checkov passes on the Dockerfile and every overlay"
 echo "check-deploy: all passed in $((SECONDS - started)) s"
