@@ -3,7 +3,8 @@
 # - docker-compose.yml parses, its images are named in full, Kafka's data is on
 #   its volume, every variable it reads from .env is documented in .env.example
 #   (scripts/check_deploy.py);
-# - the Dockerfile names its base images in full and passes checkov's rules;
+# - the Dockerfile names its base images in full, strips the binaries and
+#   passes checkov's rules;
 # - the base renders no Secret and no cluster-specific address;
 # - the kustomize output of every overlay validates against the Kubernetes
 #   schemas (kubernetes-validate), passes checkov (.checkov.yaml lists the rules
@@ -27,8 +28,8 @@ if ! command -v kubectl >/dev/null 2>&1; then
     exit 1
 fi
 
-# scripts/prepare.sh installs checkov in a virtual environment of its own.
-# The version scripts/prepare.sh installs (CHECKOV_VERSION there).
+# scripts/prepare.sh installs checkov (its CHECKOV_VERSION) in a virtual
+# environment of its own.
 CHECKOV_ROOT="${CHECKOV_ROOT:-$HOME/.cache/checkov-3.3.30}"
 if [ -x "$CHECKOV_ROOT/bin/checkov" ]; then
     checkov="$CHECKOV_ROOT/bin/checkov"
