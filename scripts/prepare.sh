@@ -9,6 +9,7 @@ set -euo pipefail
 TANSU_VERSION=0.6.0
 TANSU_ROOT="${TANSU_ROOT:-$HOME/.cache/tansu-$TANSU_VERSION-dynostore}"
 PG_VERSION=15
+CHECKOV_VERSION=3.3.30
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 as_postgres() { if [ "$(id -u)" = 0 ]; then su postgres -c "$1"; else sudo -u postgres sh -c "$1"; fi; }
@@ -37,6 +38,16 @@ as_postgres "psql -qtAc \"ALTER ROLE postgres PASSWORD 'postgres'\"" >/dev/null
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
     echo "prepare: installing kubernetes-validate"
     python3 -m pip install -q kubernetes-validate==1.37.0
+fi
+
+# Checks the Kubernetes manifests (scripts/check-deploy.sh), in a virtual
+# environment of its own: its pinned dependencies (packaging, boto3, ...) would
+# otherwise replace the versions schemathesis and kubernetes-validate run with.
+CHECKOV_ROOT="${CHECKOV_ROOT:-$HOME/.cache/checkov-$CHECKOV_VERSION}"
+if [ ! -x "$CHECKOV_ROOT/bin/checkov" ]; then
+    echo "prepare: installing checkov $CHECKOV_VERSION in $CHECKOV_ROOT"
+    python3 -m venv --clear "$CHECKOV_ROOT"
+    "$CHECKOV_ROOT/bin/python" -m pip install -q "checkov==$CHECKOV_VERSION"
 fi
 
 # Generates hostile requests from the services' OpenAPI documents.
