@@ -26,6 +26,10 @@ pub struct ConsumerSettings {
     pub kafka_session_timeout_ms: u32,
     #[serde(deserialize_with = "number")]
     pub kafka_heartbeat_interval_ms: u32,
+    /// Longest pause between two polls before librdkafka leaves the group (a
+    /// member stuck on a silent database gives its partitions up).
+    #[serde(deserialize_with = "number")]
+    pub kafka_max_poll_interval_ms: u32,
     pub kafka_security_protocol: Option<String>,
     pub kafka_sasl_mechanism: Option<String>,
     pub kafka_sasl_username: Option<String>,
@@ -61,6 +65,7 @@ impl Settings {
             ("kafka_auto_offset_reset", "earliest"),
             ("kafka_session_timeout_ms", "45000"),
             ("kafka_heartbeat_interval_ms", "3000"),
+            ("kafka_max_poll_interval_ms", "300000"),
             ("consumer_metrics_host", "0.0.0.0"),
             ("consumer_metrics_port", "9811"),
             ("consumer_batch_size", "500"),

@@ -1,31 +1,48 @@
-//! The consume loop: Kafka -> PostgreSQL, at least once. It only moves data;
-//! what a record means is `records`' job, how it is stored the store's.
+//! The consume loop: Kafka -> PostgreSQL, effectively once. It only moves
+//! data: what a record means is `records`' job, how it is stored the store's.
 //!
-//! rust-rdkafka's at-least-once recipe: auto-commit is on, auto offset *store* is
-//! off, and an offset is stored only after every message up to it has had its
-//! effect made durable - applied in a committed database transaction, or written
-//! to the dead-letter topic and acknowledged. A crash therefore replays messages
-//! whose effect may already be in the database; replays are harmless because the
-//! merge of a record is idempotent.
+//! **Effectively once.** The next offset of each (group, topic, partition) is
+//! stored in PostgreSQL, in the same transaction as the rows its records
+//! changed, and a batch moves it only from the value it started from. So:
+//! - a crash anywhere loses nothing and applies nothing twice: the transaction
+//!   either holds the rows and the offset, or neither;
+//! - a member that lost its partition while a batch was held up (a zombie)
+//!   finds the offset moved, rolls back and drops the batch (`fenced`);
+//! - on assignment a member reads the stored offsets, skips records before them
+//!   and seeks back when Kafka's committed offset is past them. Where the group
+//!   has no row yet (an upgrade), Kafka's committed offset counts, then
+//!   `KAFKA_AUTO_OFFSET_RESET`.
 //!
-//! Messages are applied in batches (`CONSUMER_BATCH_SIZE` messages or
+//! Kafka's committed offsets follow (auto offset store off, stored after each
+//! committed transaction, committed asynchronously) for lag tooling only.
+//!
+//! Records are applied in batches (`CONSUMER_BATCH_SIZE` records or
 //! `CONSUMER_BATCH_MAX_WAIT_MS`), folded once per user in offset order so the
-//! result equals one-by-one application. While the database or the dead-letter
-//! topic is unavailable, the assigned partitions are paused (the consumer keeps
-//! polling, so it stays in its group), nothing is stored, and the batch is
-//! retried with capped exponential backoff. When partitions are revoked, the
-//! batch in hand is dropped unapplied: the partitions' next owner replays it from
-//! the committed offset.
+//! result equals one-by-one application. Dead letters are written (and
+//! acknowledged) before the batch's transaction, so an offset never passes a
+//! record that is neither applied nor dead-lettered. While the database or the
+//! dead-letter topic is unavailable, the assigned partitions are paused (the
+//! consumer keeps polling, so it stays in its group) and the batch is retried
+//! with capped exponential backoff. Any rebalance drops everything in hand:
+//! the assignment it was fetched under is gone.
+//!
+//! **Stopping.** SIGTERM/SIGINT: the batch in hand may finish within
+//! [`SHUTDOWN_GRACE`]; what cannot (a silent database) is abandoned - nothing is
+//! stored for it, the next owner replays it - and leaving the group is bounded
+//! too, so the process exits within 10 s whatever the database and the broker do.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use service_kit::error_chain;
 use tokio::sync::watch;
+use user_store::{OffsetAdvance, StoreError};
 
 use crate::config::ConsumerSettings;
 use crate::context::{UserContext, commit};
@@ -33,17 +50,53 @@ use crate::dead_letter::DeadLetters;
 use crate::records::{Batch, Incoming};
 use crate::status::Status;
 
-/// How long after SIGTERM the batch in hand may still be retried; what is not
-/// applied by then is left unstored and replayed by the next consumer.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+/// How long after SIGTERM the batch in hand may still be worked on.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
+/// How long leaving the group may take after that.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+type Partition = (String, i32);
+
+/// What this member knows of one assigned partition.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    /// The stored next offset; `None` while the group has no row for it.
+    stored: Option<i64>,
+    /// Whether the records received since follow on from `stored` (the first
+    /// was `stored` itself, or we sought there). Until then a record past
+    /// `stored` means Kafka's committed offset was ahead of PostgreSQL's.
+    contiguous: bool,
+}
+
+/// Why a batch ended without its offsets being stored.
+enum Outcome {
+    Done,
+    /// A rebalance or a fence: everything in hand is dropped.
+    Dropped,
+    /// Shutdown's grace is over.
+    Stopping,
+}
 
 pub struct UserConsumer {
     consumer: StreamConsumer<UserContext>,
     dead_letters: DeadLetters,
     status: Arc<Status>,
+    group: String,
+    topic: String,
     batch_size: usize,
     batch_wait: Duration,
+}
+
+/// The loop's own state: what was received, and where each partition stands.
+struct Intake {
+    buffer: Vec<Incoming>,
+    positions: HashMap<Partition, Position>,
+    /// The rebalance count the buffer and positions belong to.
+    generation: u64,
+    /// Partitions whose records are being discarded (a pause that failed):
+    /// they are sought back once their batch is stored.
+    discarding: HashSet<Partition>,
 }
 
 impl UserConsumer {
@@ -62,6 +115,10 @@ impl UserConsumer {
             .set(
                 "heartbeat.interval.ms",
                 settings.kafka_heartbeat_interval_ms.to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                settings.kafka_max_poll_interval_ms.to_string(),
             )
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", "5000")
@@ -82,13 +139,15 @@ impl UserConsumer {
             consumer,
             dead_letters: DeadLetters::new(producer, settings.kafka_dlq_topic.clone()),
             status,
+            group: settings.kafka_group_id.clone(),
+            topic: settings.kafka_topic.clone(),
             batch_size: settings.consumer_batch_size.max(1),
             batch_wait: settings.batch_wait(),
         })
     }
 
-    /// Consumes until `shutdown` resolves, then finishes the batch in hand,
-    /// commits and leaves the group.
+    /// Consumes until `shutdown` resolves, then leaves the group, all within
+    /// 10 s of the signal.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -99,7 +158,12 @@ impl UserConsumer {
             tracing::info!("shutdown requested: finishing the batch in hand");
             let _ = stop_tx.send(Some(Instant::now()));
         });
-        let mut buffer: Vec<Incoming> = Vec::new();
+        let mut intake = Intake {
+            buffer: Vec::new(),
+            positions: HashMap::new(),
+            generation: self.consumer.context().rebalances(),
+            discarding: HashSet::new(),
+        };
         loop {
             let mut stopping = stop.clone();
             if stopping.borrow().is_some() {
@@ -108,30 +172,25 @@ impl UserConsumer {
             tokio::select! {
                 biased;
                 _ = stopping.changed() => break,
-                _ = self.fill(&mut buffer) => {}
+                _ = self.fill(&mut intake) => {}
             }
-            let batch = Batch::new(std::mem::take(&mut buffer));
-            if !self.process(batch, &mut buffer, &stop).await {
+            let Some(batch) = self.next_batch(&mut intake, &stop).await else {
+                continue;
+            };
+            if let Outcome::Stopping = self.process(batch, &mut intake, &stop).await {
                 break;
             }
         }
-        if !buffer.is_empty() {
-            let batch = Batch::new(std::mem::take(&mut buffer));
-            self.process(batch, &mut Vec::new(), &stop).await;
-        }
-        commit(&self.consumer, "shutdown");
-        self.consumer.unsubscribe();
-        self.status.set_joined(false);
-        self.dead_letters.flush(Duration::from_secs(1));
+        self.leave().await;
         Ok(())
     }
 
-    /// Waits for a first message, then takes more until the batch is full or
-    /// its wait is over. Cancel-safe: what was received is already in `buffer`.
-    async fn fill(&self, buffer: &mut Vec<Incoming>) {
-        if buffer.is_empty() {
+    /// Waits for a first record, then takes more until the batch is full or
+    /// its wait is over. Cancel-safe: what was received is already taken in.
+    async fn fill(&self, intake: &mut Intake) {
+        if intake.buffer.is_empty() {
             match self.consumer.recv().await {
-                Ok(message) => buffer.push(Incoming::from_message(&message)),
+                Ok(message) => self.take_in(intake, &message),
                 Err(error) => {
                     tracing::warn!(%error, "cannot receive from Kafka");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -140,9 +199,9 @@ impl UserConsumer {
             }
         }
         let deadline = tokio::time::Instant::now() + self.batch_wait;
-        while buffer.len() < self.batch_size {
+        while intake.buffer.len() < self.batch_size {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => buffer.push(Incoming::from_message(&message)),
+                Ok(Ok(message)) => self.take_in(intake, &message),
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "cannot receive from Kafka");
                     break;
@@ -152,89 +211,268 @@ impl UserConsumer {
         }
     }
 
-    /// Applies a batch, dead-letters its poison, then stores its offsets.
-    /// Returns `false` when shutdown's grace ran out before the batch was done.
-    #[tracing::instrument(name = "batch", skip_all, fields(messages = batch.records()))]
-    async fn process(
-        &self,
-        batch: Batch,
-        buffer: &mut Vec<Incoming>,
-        stop: &watch::Receiver<Option<Instant>>,
-    ) -> bool {
-        let started = Instant::now();
-        let generation = self.revocations();
-        let mut paused = false;
-
-        let mut delay = Duration::from_millis(100);
-        while !batch.folded.is_empty() {
-            if self.revocations() != generation {
-                return self.drop_revoked(paused);
+    /// Takes a received record in - after dropping everything held under an
+    /// older assignment, when a rebalance happened since.
+    fn take_in(&self, intake: &mut Intake, message: &BorrowedMessage<'_>) {
+        self.follow_rebalances(intake);
+        let partition = (message.topic().to_owned(), message.partition());
+        if intake.discarding.contains(&partition) {
+            if let Some(position) = intake.positions.get_mut(&partition) {
+                position.contiguous = false;
             }
-            // Bounded by the database's query timeout: an attempt that hangs (a
-            // connection lost mid-restart without an answer) is abandoned and retried.
-            match self.status.database.apply_batch(&batch.folded).await {
-                Ok(()) => break,
-                Err(error) => {
-                    self.status.set_database_failing(true);
-                    self.status.metrics.database_retries.inc();
-                    tracing::warn!(error = %error_chain(&error), retry_in = ?delay, "cannot apply the batch; partitions paused");
-                    if !self.back_off(&mut delay, &mut paused, buffer, stop).await {
-                        return false;
-                    }
-                }
-            }
+            return;
         }
-        self.status.set_database_failing(false);
+        intake.buffer.push(Incoming::from_message(message));
+    }
 
-        for letter in &batch.dead_letters {
+    /// `true` when a rebalance happened since the intake was last checked; the
+    /// buffer and positions are then dropped.
+    fn follow_rebalances(&self, intake: &mut Intake) -> bool {
+        let now = self.consumer.context().rebalances();
+        if now == intake.generation {
+            return false;
+        }
+        if !intake.buffer.is_empty() {
+            tracing::info!(
+                records = intake.buffer.len(),
+                "rebalanced: records fetched under the old assignment are dropped"
+            );
+        }
+        intake.generation = now;
+        intake.buffer.clear();
+        intake.positions.clear();
+        intake.discarding.clear();
+        true
+    }
+
+    /// Turns the buffer into a batch: positions of newly assigned partitions
+    /// read from PostgreSQL, records it already holds skipped, and a seek back
+    /// where Kafka's position is past PostgreSQL's. `None` when nothing is left
+    /// to apply.
+    async fn next_batch(
+        &self,
+        intake: &mut Intake,
+        stop: &watch::Receiver<Option<Instant>>,
+    ) -> Option<Batch> {
+        let unresolved = intake
+            .buffer
+            .iter()
+            .any(|record| !intake.positions.contains_key(&record.partition_key()));
+        if unresolved {
             let mut delay = Duration::from_millis(100);
             loop {
-                if self.revocations() != generation {
-                    return self.drop_revoked(paused);
-                }
-                match self.dead_letters.write(letter).await {
-                    Ok(()) => break,
+                match self
+                    .status
+                    .database
+                    .stored_offsets(&self.group, &self.topic)
+                    .await
+                {
+                    Ok(stored) => {
+                        self.status.set_database_failing(false);
+                        for record in &intake.buffer {
+                            intake.positions.entry(record.partition_key()).or_insert(
+                                Position {
+                                    stored: stored.get(&record.partition).copied(),
+                                    contiguous: false,
+                                },
+                            );
+                        }
+                        break;
+                    }
                     Err(error) => {
-                        self.status.set_dead_letters_failing(true);
-                        tracing::error!(%error, topic = self.dead_letters.topic(), retry_in = ?delay, "cannot write a dead letter; partitions paused");
-                        if !self.back_off(&mut delay, &mut paused, buffer, stop).await {
-                            return false;
+                        self.status.set_database_failing(true);
+                        self.status.metrics.database_retries.inc();
+                        tracing::warn!(error = %error_chain(&error), retry_in = ?delay, "cannot read the stored offsets");
+                        let mut paused = false;
+                        match self.back_off(&mut delay, &mut paused, intake, stop).await {
+                            Outcome::Done => {}
+                            _ => return None,
+                        }
+                        if paused {
+                            self.resume();
                         }
                     }
                 }
             }
-            tracing::warn!(
-                topic = letter.topic,
-                partition = letter.partition,
-                offset = letter.offset,
-                reason = letter.poison.reason,
-                "message sent to the dead-letter topic"
-            );
         }
+        let mut seek_to: HashMap<Partition, i64> = HashMap::new();
+        let records = std::mem::take(&mut intake.buffer);
+        let mut kept = Vec::with_capacity(records.len());
+        for record in records {
+            let key = record.partition_key();
+            if seek_to.contains_key(&key) {
+                continue;
+            }
+            let Some(position) = intake.positions.get_mut(&key) else {
+                continue;
+            };
+            match position.stored {
+                Some(stored) if record.offset < stored => {}
+                Some(stored) if !position.contiguous && record.offset > stored => {
+                    seek_to.insert(key, stored);
+                }
+                _ => {
+                    position.contiguous = true;
+                    kept.push(record);
+                }
+            }
+        }
+        for ((topic, partition), offset) in seek_to {
+            kept.retain(|record| record.topic != topic || record.partition != partition);
+            self.seek(&topic, partition, offset, intake);
+        }
+        if kept.is_empty() {
+            return None;
+        }
+        Some(Batch::new(kept))
+    }
+
+    /// Moves a partition's fetch position back to `offset` (Kafka's committed
+    /// offset was past PostgreSQL's). On failure the next record tries again.
+    fn seek(&self, topic: &str, partition: i32, offset: i64, intake: &mut Intake) {
+        let key = (topic.to_owned(), partition);
+        match self
+            .consumer
+            .seek(topic, partition, Offset::Offset(offset), Duration::from_secs(1))
+        {
+            Ok(()) => {
+                tracing::info!(
+                    topic,
+                    partition,
+                    offset,
+                    "sought back to the offset stored in PostgreSQL"
+                );
+                if let Some(position) = intake.positions.get_mut(&key) {
+                    position.contiguous = true;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, topic, partition, offset, "cannot seek; retrying with the next record");
+                if let Some(position) = intake.positions.get_mut(&key) {
+                    position.contiguous = false;
+                }
+            }
+        }
+    }
+
+    /// Writes the batch's dead letters, then applies its changes and advances
+    /// its offsets in one transaction; retries while the database or the
+    /// dead-letter topic is unavailable.
+    #[tracing::instrument(name = "batch", skip_all, fields(records = batch.records()))]
+    async fn process(
+        &self,
+        batch: Batch,
+        intake: &mut Intake,
+        stop: &watch::Receiver<Option<Instant>>,
+    ) -> Outcome {
+        let started = Instant::now();
+        let advances: Vec<OffsetAdvance> = batch
+            .partitions
+            .iter()
+            .map(|((topic, partition), range)| OffsetAdvance {
+                topic: topic.clone(),
+                partition: *partition,
+                expected: intake
+                    .positions
+                    .get(&(topic.clone(), *partition))
+                    .and_then(|position| position.stored),
+                next: range.next,
+            })
+            .collect();
+        let generation = intake.generation;
+        let mut paused = false;
+        let mut written = 0;
+        let mut delay = Duration::from_millis(100);
+        let outcome = loop {
+            self.follow_rebalances(intake);
+            if intake.generation != generation {
+                break Outcome::Dropped;
+            }
+            let attempt = async {
+                while let Some(letter) = batch.dead_letters.get(written) {
+                    self.dead_letters.write(letter).await.map_err(Failure::DeadLetter)?;
+                    tracing::warn!(
+                        topic = letter.topic,
+                        partition = letter.partition,
+                        offset = letter.offset,
+                        reason = letter.poison.reason,
+                        "record sent to the dead-letter topic"
+                    );
+                    written += 1;
+                }
+                self.status
+                    .database
+                    .apply_batch(&self.group, &advances, &batch.folded)
+                    .await
+                    .map_err(Failure::Database)
+            };
+            let result = tokio::select! {
+                result = attempt => result,
+                () = grace_over(stop.clone()) => break Outcome::Stopping,
+            };
+            match result {
+                Ok(()) => break Outcome::Done,
+                Err(Failure::Database(StoreError::Fenced { topic, partition })) => {
+                    self.status.metrics.fenced.inc();
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        "batch fenced: its partition's offset was moved by another member; dropped"
+                    );
+                    intake.buffer.clear();
+                    intake.positions.clear();
+                    break Outcome::Dropped;
+                }
+                Err(failure) => {
+                    failure.report(&self.status, &delay, self.dead_letters.topic());
+                    match self.back_off(&mut delay, &mut paused, intake, stop).await {
+                        Outcome::Done => {}
+                        other => break other,
+                    }
+                }
+            }
+        };
         self.status.set_dead_letters_failing(false);
         if paused {
             self.resume();
         }
-        if self.revocations() != generation {
-            return self.drop_revoked(false);
+        match outcome {
+            Outcome::Done => self.stored(&batch, intake, started),
+            Outcome::Dropped => tracing::info!("the batch in hand is left to the partitions' owner"),
+            Outcome::Stopping => {
+                tracing::warn!("shutdown grace over: the batch in hand is abandoned, unstored, for replay")
+            }
         }
+        outcome
+    }
 
+    /// After the batch's transaction committed: positions move, Kafka's
+    /// offsets follow, partitions whose records were discarded are sought back.
+    fn stored(&self, batch: &Batch, intake: &mut Intake, started: Instant) {
+        self.status.set_database_failing(false);
         let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), next) in &batch.next_offsets {
+        for ((topic, partition), range) in &batch.partitions {
+            let key = (topic.clone(), *partition);
+            let position = intake.positions.entry(key.clone()).or_insert(Position {
+                stored: None,
+                contiguous: true,
+            });
+            position.stored = Some(range.next);
+            if intake.discarding.remove(&key) {
+                self.seek(topic, *partition, range.next, intake);
+            }
             if let Err(error) =
-                offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                offsets.add_partition_offset(topic, *partition, Offset::Offset(range.next))
             {
                 tracing::error!(%error, "cannot record an offset");
             }
         }
         if let Err(error) = self.consumer.store_offsets(&offsets) {
-            tracing::warn!(%error, "cannot store offsets (partitions revoked?)");
+            tracing::debug!(%error, "cannot store offsets in Kafka (partitions revoked?)");
         }
         let metrics = &self.status.metrics;
         metrics.applied.inc_by(batch.changes as u64);
-        metrics
-            .dead_lettered
-            .inc_by(batch.dead_letters.len() as u64);
+        metrics.dead_lettered.inc_by(batch.dead_letters.len() as u64);
         metrics.batch_size.observe(batch.records() as f64);
         metrics
             .batch_seconds
@@ -244,31 +482,27 @@ impl UserConsumer {
             dead_lettered = batch.dead_letters.len(),
             "batch done"
         );
-        true
-    }
-
-    fn revocations(&self) -> u64 {
-        self.consumer.context().revocations()
-    }
-
-    fn drop_revoked(&self, paused: bool) -> bool {
-        tracing::info!("partitions were revoked: the batch in hand is left to their next owner");
-        if paused {
-            self.resume();
-        }
-        true
     }
 
     /// Pauses every assigned partition; the consumer keeps polling meanwhile.
-    fn pause(&self) -> bool {
-        match self
-            .consumer
-            .assignment()
-            .and_then(|partitions| self.consumer.pause(&partitions))
-        {
-            Ok(()) => true,
+    /// When pausing fails, what arrives meanwhile is discarded (and re-read
+    /// later from the stored offset) rather than piled up or applied.
+    fn pause(&self, intake: &mut Intake) -> bool {
+        let result = self.consumer.assignment().and_then(|partitions| {
+            self.consumer.pause(&partitions)?;
+            Ok(partitions)
+        });
+        match result {
+            Ok(_) => true,
             Err(error) => {
-                tracing::warn!(%error, "cannot pause partitions");
+                tracing::warn!(%error, "cannot pause partitions: discarding what arrives until the batch is stored");
+                if let Ok(partitions) = self.consumer.assignment() {
+                    for element in partitions.elements() {
+                        intake
+                            .discarding
+                            .insert((element.topic().to_owned(), element.partition()));
+                    }
+                }
                 false
             }
         }
@@ -288,43 +522,82 @@ impl UserConsumer {
 
     /// After a failed attempt: pauses the partitions (once per batch), waits
     /// `delay` while still polling, then doubles it up to [`MAX_BACKOFF`].
-    /// `false` once shutdown's grace is over.
     async fn back_off(
         &self,
         delay: &mut Duration,
         paused: &mut bool,
-        buffer: &mut Vec<Incoming>,
+        intake: &mut Intake,
         stop: &watch::Receiver<Option<Instant>>,
-    ) -> bool {
+    ) -> Outcome {
+        let generation = intake.generation;
         if !*paused {
-            *paused = self.pause();
+            *paused = self.pause(intake);
         }
-        let go_on = self.wait(*delay, buffer, stop).await;
+        let until = tokio::time::Instant::now() + *delay;
         *delay = (*delay * 2).min(MAX_BACKOFF);
-        go_on
+        loop {
+            let received = tokio::select! {
+                received = tokio::time::timeout_at(until, self.consumer.recv()) => received,
+                () = grace_over(stop.clone()) => return Outcome::Stopping,
+            };
+            match received {
+                Ok(Ok(message)) => self.take_in(intake, &message),
+                Ok(Err(error)) => tracing::debug!(%error, "receive error while paused"),
+                Err(_) => return Outcome::Done,
+            }
+            if intake.generation != generation {
+                return Outcome::Dropped;
+            }
+        }
     }
 
-    /// Waits `delay` while still polling Kafka (to stay in the group); anything
-    /// that arrives joins the next batch. `false` once shutdown's grace is over.
-    async fn wait(
-        &self,
-        delay: Duration,
-        buffer: &mut Vec<Incoming>,
-        stop: &watch::Receiver<Option<Instant>>,
-    ) -> bool {
-        let until = tokio::time::Instant::now() + delay;
-        loop {
-            if let Some(since) = *stop.borrow() {
-                if since.elapsed() >= SHUTDOWN_GRACE {
-                    tracing::warn!("shutdown grace over: leaving the batch unstored for replay");
-                    return false;
-                }
+    /// Hands Kafka the offsets for lag tooling and leaves the group, bounded:
+    /// with the broker away, closing the client could otherwise take minutes.
+    async fn leave(self) {
+        commit(&self.consumer);
+        self.status.set_joined(false);
+        self.dead_letters.flush(Duration::from_millis(500));
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            self.consumer.unsubscribe();
+            drop(self.consumer);
+            let _ = done_tx.send(());
+        });
+        if tokio::time::timeout(LEAVE_TIMEOUT, done).await.is_err() {
+            tracing::warn!("the broker did not answer: leaving the group without it");
+        }
+    }
+}
+
+/// Why an attempt at a batch failed.
+enum Failure {
+    DeadLetter(rdkafka::error::KafkaError),
+    Database(StoreError),
+}
+
+impl Failure {
+    fn report(&self, status: &Status, delay: &Duration, dead_letter_topic: &str) {
+        match self {
+            Failure::DeadLetter(error) => {
+                status.set_dead_letters_failing(true);
+                tracing::error!(%error, topic = dead_letter_topic, retry_in = ?delay, "cannot write a dead letter; partitions paused");
             }
-            match tokio::time::timeout_at(until, self.consumer.recv()).await {
-                Ok(Ok(message)) => buffer.push(Incoming::from_message(&message)),
-                Ok(Err(error)) => tracing::debug!(%error, "receive error while paused"),
-                Err(_) => return true,
+            Failure::Database(error) => {
+                status.set_database_failing(true);
+                status.metrics.database_retries.inc();
+                tracing::warn!(error = %error_chain(error), retry_in = ?delay, "cannot apply the batch; partitions paused");
             }
         }
+    }
+}
+
+/// Resolves once shutdown was requested and its grace is over; never before.
+async fn grace_over(mut stop: watch::Receiver<Option<Instant>>) {
+    let since = match stop.wait_for(Option::is_some).await {
+        Ok(since) => *since,
+        Err(_) => return std::future::pending().await,
+    };
+    if let Some(since) = since {
+        tokio::time::sleep_until((since + SHUTDOWN_GRACE).into()).await;
     }
 }

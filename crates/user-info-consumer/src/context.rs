@@ -1,5 +1,6 @@
-//! The rdkafka client context: logs rebalances and commits, counts
-//! revocations, and exports lag.
+//! The rdkafka client context: logs rebalances and commits, counts them (the
+//! consume loop drops what it holds when the count moves), keeps `/ready` in
+//! step with group membership, and exports lag.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,20 +14,21 @@ use crate::status::Status;
 
 pub struct UserContext {
     status: Arc<Status>,
-    revocations: AtomicU64,
+    rebalances: AtomicU64,
 }
 
 impl UserContext {
     pub fn new(status: Arc<Status>) -> Self {
         Self {
             status,
-            revocations: AtomicU64::new(0),
+            rebalances: AtomicU64::new(0),
         }
     }
 
-    /// How many times partitions were revoked so far.
-    pub fn revocations(&self) -> u64 {
-        self.revocations.load(Ordering::Acquire)
+    /// How many assignments and revocations happened so far: anything fetched
+    /// under an older count belongs to an assignment that is gone.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Acquire)
     }
 }
 
@@ -50,9 +52,10 @@ impl ConsumerContext for UserContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(partitions) => {
-                self.revocations.fetch_add(1, Ordering::AcqRel);
+                self.rebalances.fetch_add(1, Ordering::AcqRel);
+                self.status.set_joined(false);
                 tracing::info!(partitions = %describe(partitions), "partitions revoked");
-                commit(consumer, "revoke");
+                commit(consumer);
             }
             Rebalance::Assign(partitions) => {
                 tracing::info!(partitions = %describe(partitions), "partitions assigned");
@@ -63,6 +66,7 @@ impl ConsumerContext for UserContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if matches!(rebalance, Rebalance::Assign(_)) {
+            self.rebalances.fetch_add(1, Ordering::AcqRel);
             self.status.set_joined(true);
         }
     }
@@ -80,11 +84,13 @@ impl ConsumerContext for UserContext {
     }
 }
 
-/// Commits the stored offsets now; "nothing to commit" is not a failure.
-pub fn commit<C: Consumer<UserContext>>(consumer: &C, why: &str) {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
+/// Starts committing the stored offsets to Kafka, without waiting: they are
+/// for lag tooling only (PostgreSQL holds the offsets that count), and a
+/// broker outage must never hold up a rebalance or a shutdown.
+pub fn commit<C: Consumer<UserContext>>(consumer: &C) {
+    match consumer.commit_consumer_state(CommitMode::Async) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(error) => tracing::warn!(%error, why, "offset commit failed"),
+        Err(error) => tracing::warn!(%error, "offset commit failed"),
     }
 }
 

@@ -9,6 +9,7 @@ pub struct Metrics {
     pub applied: IntCounter,
     pub dead_lettered: IntCounter,
     pub database_retries: IntCounter,
+    pub fenced: IntCounter,
     pub batch_size: Histogram,
     pub batch_seconds: Histogram,
     pub lag: IntGaugeVec,
@@ -29,6 +30,10 @@ impl Metrics {
             "consumer_database_retries_total",
             "Batches retried because the database was unavailable",
         )?;
+        let fenced = IntCounter::new(
+            "consumer_batches_fenced_total",
+            "Batches rolled back because another member had moved their partition's offset",
+        )?;
         let batch_size = Histogram::with_opts(
             HistogramOpts::new("consumer_batch_size", "Messages per applied batch")
                 .buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0]),
@@ -44,6 +49,7 @@ impl Metrics {
         registry.register(Box::new(applied.clone()))?;
         registry.register(Box::new(dead_lettered.clone()))?;
         registry.register(Box::new(database_retries.clone()))?;
+        registry.register(Box::new(fenced.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(batch_seconds.clone()))?;
         registry.register(Box::new(lag.clone()))?;
@@ -52,6 +58,7 @@ impl Metrics {
             applied,
             dead_lettered,
             database_retries,
+            fenced,
             batch_size,
             batch_seconds,
             lag,

@@ -49,6 +49,11 @@ pub struct Poison {
 }
 
 impl Incoming {
+    /// Its (topic, partition).
+    pub fn partition_key(&self) -> (String, i32) {
+        (self.topic.clone(), self.partition)
+    }
+
     pub fn from_message<M: Message>(message: &M) -> Self {
         let decoded = decode(message.key(), message.payload()).map_err(|reason| Poison {
             key: message.key().map(<[u8]>::to_vec),
@@ -72,6 +77,15 @@ pub struct DeadLetter {
     pub poison: Poison,
 }
 
+/// The offsets a batch holds of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// Its first record's offset.
+    pub first: i64,
+    /// The offset after its last record.
+    pub next: i64,
+}
+
 /// What a batch of records amounts to, computed once however often applying it
 /// is retried.
 pub struct Batch {
@@ -80,20 +94,22 @@ pub struct Batch {
     /// How many records `folded` stands for.
     pub changes: usize,
     pub dead_letters: Vec<DeadLetter>,
-    /// The offset after the batch's last record, per (topic, partition).
-    pub next_offsets: HashMap<(String, i32), i64>,
+    /// The records' offsets, per (topic, partition).
+    pub partitions: HashMap<(String, i32), Range>,
 }
 
 impl Batch {
     pub fn new(records: Vec<Incoming>) -> Self {
-        let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
+        let mut partitions: HashMap<(String, i32), Range> = HashMap::new();
         let mut changes = Vec::new();
         let mut dead_letters = Vec::new();
         for record in records {
-            let next = next_offsets
-                .entry((record.topic.clone(), record.partition))
-                .or_default();
-            *next = (*next).max(record.offset + 1);
+            let range = partitions.entry(record.partition_key()).or_insert(Range {
+                first: record.offset,
+                next: record.offset + 1,
+            });
+            range.first = range.first.min(record.offset);
+            range.next = range.next.max(record.offset + 1);
             match record.decoded {
                 Ok(change) => changes.push(change),
                 Err(poison) => dead_letters.push(DeadLetter {
@@ -108,7 +124,7 @@ impl Batch {
             changes: changes.len(),
             folded: fold_changes(changes),
             dead_letters,
-            next_offsets,
+            partitions,
         }
     }
 
@@ -212,7 +228,8 @@ mod tests {
         assert_eq!(fields.last_name.as_ref().map(|n| n.as_str()), Some("B"));
         assert_eq!(batch.dead_letters.len(), 1);
         assert_eq!(batch.dead_letters[0].offset, 3);
-        assert_eq!(batch.next_offsets[&("t".to_owned(), 0)], 9);
-        assert_eq!(batch.next_offsets[&("t".to_owned(), 1)], 4);
+        let partition = |p: i32| batch.partitions[&("t".to_owned(), p)];
+        assert_eq!(partition(0), Range { first: 7, next: 9 });
+        assert_eq!(partition(1), Range { first: 3, next: 4 });
     }
 }

@@ -1,6 +1,7 @@
 //! The database as the processes use it: a pool, bounded operations, and
 //! whether migrations have been applied yet.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use crate::connect::{Connector, UrlError};
 use crate::merge::{Expect, merge_many};
 use crate::schema::{User, user_info};
+use crate::offsets::{self, OffsetAdvance};
 use crate::{DatabaseSettings, StoreError, migrate};
 
 type PgPool = Pool<AsyncPgConnection>;
@@ -111,9 +113,16 @@ impl Database {
         settle(conn, result)?.pop().ok_or(StoreError::Contention)
     }
 
-    /// Applies a batch of changes, already folded to one operation per user
-    /// (see [`domain::fold_changes`]), in a single transaction.
-    pub async fn apply_batch(&self, folded: &[(Uuid, Folded)]) -> Result<(), StoreError> {
+    /// Applies a batch of Kafka records, already folded to one operation per
+    /// user (see [`domain::fold_changes`]), and advances the group's offsets of
+    /// the partitions it covers, in one transaction: either all of it lands or
+    /// none. [`StoreError::Fenced`] when a partition's offset moved meanwhile.
+    pub async fn apply_batch(
+        &self,
+        group: &str,
+        advances: &[OffsetAdvance],
+        folded: &[(Uuid, Folded)],
+    ) -> Result<(), StoreError> {
         let removed: Vec<Uuid> = folded
             .iter()
             .filter(|(_, op)| matches!(op, Folded::Delete | Folded::Replace(_)))
@@ -128,15 +137,36 @@ impl Database {
             .collect();
         let mut conn = self.checkout().await?;
         let transaction = conn.transaction::<_, StoreError, _>(async |conn| {
+            // First: a fenced batch fails before it has written anything, and
+            // the offset row's lock orders members racing for one partition.
+            offsets::advance(conn, group, advances).await?;
             if !removed.is_empty() {
                 diesel::delete(user_info::table.filter(user_info::user_id.eq_any(&removed)))
                     .execute(conn)
                     .await?;
             }
-            merge_many(conn, &merged, Expect::New).await?;
+            if !merged.is_empty() {
+                merge_many(conn, &merged, Expect::New).await?;
+            }
             Ok(())
         });
         let result = self.bounded(transaction).await;
+        // A fenced batch leaves a healthy connection behind.
+        if matches!(result, Err(StoreError::Fenced { .. })) {
+            return result;
+        }
+        settle(conn, result)
+    }
+
+    /// The group's stored offsets of `topic`'s partitions (those it has a row
+    /// for): where a member that is assigned them starts.
+    pub async fn stored_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<HashMap<i32, i64>, StoreError> {
+        let mut conn = self.checkout().await?;
+        let result = self.bounded(offsets::stored(&mut conn, group, topic)).await;
         settle(conn, result)
     }
 

@@ -8,12 +8,15 @@
 //!   advisory lock;
 //! - [`schema`]: the table and a stored [`User`];
 //! - `merge`: the merge rule in SQL, for one change or a batch;
+//! - `offsets`: where each consumer group is in each partition, advanced in
+//!   the same transaction as the rows (effectively once, zombies fenced);
 //! - [`Database`]: the pool and its operations, each bounded in time.
 
 pub mod connect;
 mod database;
 mod merge;
 pub mod migrate;
+mod offsets;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -24,6 +27,7 @@ use serde::Deserialize;
 use service_kit::settings::{number, seconds};
 
 pub use database::Database;
+pub use offsets::OffsetAdvance;
 pub use schema::User;
 
 /// The database variables, the same in every process that embeds them (with
@@ -72,6 +76,10 @@ pub enum StoreError {
     /// first time the database goes away.
     #[error("database unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The partition's stored offset is not where the batch started: another
+    /// member applied these records meanwhile. The batch was rolled back.
+    #[error("{topic}[{partition}] moved on: the batch was applied elsewhere and is dropped")]
+    Fenced { topic: String, partition: i32 },
     /// A concurrent writer kept creating and deleting the same row.
     #[error(
         "gave up merging after {} attempts under contention",

@@ -31,3 +31,13 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+diesel::table! {
+    consumer_offsets (group_id, topic, partition) {
+        group_id -> Text,
+        topic -> Text,
+        partition -> Integer,
+        next_offset -> BigInt,
+        updated_at -> Timestamptz,
+    }
+}
