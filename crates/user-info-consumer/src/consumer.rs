@@ -51,7 +51,7 @@ use crate::records::{Batch, Incoming};
 use crate::status::Status;
 
 /// How long after SIGTERM the batch in hand may still be worked on.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long leaving the group may take after that.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -261,21 +261,25 @@ impl UserConsumer {
         if unresolved {
             let mut delay = Duration::from_millis(100);
             loop {
-                match self
+                let read = self
                     .status
                     .database
-                    .stored_offsets(&self.group, &self.topic)
-                    .await
-                {
+                    .stored_offsets(&self.group, &self.topic);
+                let read = tokio::select! {
+                    read = read => read,
+                    () = grace_over(stop.clone()) => return None,
+                };
+                match read {
                     Ok(stored) => {
                         self.status.set_database_failing(false);
                         for record in &intake.buffer {
-                            intake.positions.entry(record.partition_key()).or_insert(
-                                Position {
+                            intake
+                                .positions
+                                .entry(record.partition_key())
+                                .or_insert(Position {
                                     stored: stored.get(&record.partition).copied(),
                                     contiguous: false,
-                                },
-                            );
+                                });
                         }
                         break;
                     }
@@ -331,10 +335,12 @@ impl UserConsumer {
     /// offset was past PostgreSQL's). On failure the next record tries again.
     fn seek(&self, topic: &str, partition: i32, offset: i64, intake: &mut Intake) {
         let key = (topic.to_owned(), partition);
-        match self
-            .consumer
-            .seek(topic, partition, Offset::Offset(offset), Duration::from_secs(1))
-        {
+        match self.consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(1),
+        ) {
             Ok(()) => {
                 tracing::info!(
                     topic,
@@ -390,7 +396,10 @@ impl UserConsumer {
             }
             let attempt = async {
                 while let Some(letter) = batch.dead_letters.get(written) {
-                    self.dead_letters.write(letter).await.map_err(Failure::DeadLetter)?;
+                    self.dead_letters
+                        .write(letter)
+                        .await
+                        .map_err(Failure::DeadLetter)?;
                     tracing::warn!(
                         topic = letter.topic,
                         partition = letter.partition,
@@ -438,9 +447,13 @@ impl UserConsumer {
         }
         match outcome {
             Outcome::Done => self.stored(&batch, intake, started),
-            Outcome::Dropped => tracing::info!("the batch in hand is left to the partitions' owner"),
+            Outcome::Dropped => {
+                tracing::info!("the batch in hand is left to the partitions' owner")
+            }
             Outcome::Stopping => {
-                tracing::warn!("shutdown grace over: the batch in hand is abandoned, unstored, for replay")
+                tracing::warn!(
+                    "shutdown grace over: the batch in hand is abandoned, unstored, for replay"
+                )
             }
         }
         outcome
@@ -472,7 +485,9 @@ impl UserConsumer {
         }
         let metrics = &self.status.metrics;
         metrics.applied.inc_by(batch.changes as u64);
-        metrics.dead_lettered.inc_by(batch.dead_letters.len() as u64);
+        metrics
+            .dead_lettered
+            .inc_by(batch.dead_letters.len() as u64);
         metrics.batch_size.observe(batch.records() as f64);
         metrics
             .batch_seconds

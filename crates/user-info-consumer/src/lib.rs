@@ -43,7 +43,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         UserConsumer::new(&settings.consumer, status).context("cannot create the Kafka clients")?;
     let result = consumer.run(service_kit::shutdown::signal()).await;
 
-    server_handle.stop(true).await;
+    // The metrics port stops at once: the 10 s SIGTERM budget is spent above.
+    server_handle.stop(false).await;
     let _ = server_task.await;
     result
 }

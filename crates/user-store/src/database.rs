@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use crate::connect::{Connector, UrlError};
 use crate::merge::{Expect, merge_many};
-use crate::schema::{User, user_info};
 use crate::offsets::{self, OffsetAdvance};
+use crate::schema::{User, user_info};
 use crate::{DatabaseSettings, StoreError, migrate};
 
 type PgPool = Pool<AsyncPgConnection>;

@@ -54,6 +54,20 @@ impl TestDatabase {
             .replacen(&postgres_address().to_string(), &proxy.to_string(), 1)
     }
 
+    /// Applies the embedded migrations now, as the services do at start-up,
+    /// so a test can add to the schema before starting them.
+    pub fn migrate(&self) {
+        use diesel_migrations::MigrationHarness;
+        self.connect()
+            .run_pending_migrations(crate::migrate::MIGRATIONS)
+            .unwrap();
+    }
+
+    /// Runs SQL of the test's own (extra constraints, test-only tables).
+    pub fn execute(&self, sql: &str) {
+        self.connect().batch_execute(sql).unwrap();
+    }
+
     pub fn connect(&self) -> PgConnection {
         PgConnection::establish(&self.url).unwrap()
     }
@@ -144,6 +158,7 @@ pub struct TcpProxy {
     task: Option<JoinHandle<()>>,
     frozen: tokio::sync::watch::Sender<bool>,
     accepted: Arc<AtomicUsize>,
+    held: Arc<AtomicUsize>,
 }
 
 impl TcpProxy {
@@ -156,6 +171,7 @@ impl TcpProxy {
             task: None,
             frozen: tokio::sync::watch::Sender::new(false),
             accepted: Arc::default(),
+            held: Arc::default(),
         }
     }
 
@@ -167,18 +183,20 @@ impl TcpProxy {
         let target = self.target;
         let frozen = self.frozen.clone();
         let accepted = self.accepted.clone();
+        let held = self.held.clone();
         self.task = Some(tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((inbound, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::Relaxed);
                 let frozen = frozen.clone();
+                let held = held.clone();
                 connections.spawn(async move {
                     if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
                         let (in_read, in_write) = inbound.into_split();
                         let (out_read, out_write) = outbound.into_split();
                         tokio::select! {
-                            () = pump(in_read, out_write, frozen.subscribe()) => {}
-                            () = pump(out_read, in_write, frozen.subscribe()) => {}
+                            () = pump(in_read, out_write, frozen.subscribe(), held.clone()) => {}
+                            () = pump(out_read, in_write, frozen.subscribe(), held) => {}
                         }
                     }
                 });
@@ -197,6 +215,12 @@ impl TcpProxy {
         self.accepted.load(Ordering::Relaxed)
     }
 
+    /// How many reads were held back while frozen: something was sent into
+    /// the silence.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// Holds every byte in both directions, keeping connections open.
     pub fn freeze(&self) {
         self.frozen.send_replace(true);
@@ -213,6 +237,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut frozen: tokio::sync::watch::Receiver<bool>,
+    held: Arc<AtomicUsize>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = vec![0; 16 * 1024];
@@ -221,6 +246,9 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(read) => read,
         };
+        if *frozen.borrow() {
+            held.fetch_add(1, Ordering::Relaxed);
+        }
         if frozen.wait_for(|frozen| !*frozen).await.is_err()
             || to.write_all(&buffer[..read]).await.is_err()
         {
