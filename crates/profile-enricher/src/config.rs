@@ -13,6 +13,10 @@ use crate::auth::ApiTokens;
 /// overflow a `Duration`.
 const MAX_BACKOFF_BASE: Duration = Duration::from_secs(3600);
 
+/// Timeouts, deadlines and waits above a day are surely a unit mistake; bounding
+/// them keeps every `Instant + duration` far from the clock's end.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     #[serde(rename = "enricher_host")]
@@ -113,6 +117,17 @@ impl Settings {
             !upstream.deadline.is_zero(),
             "EXTERNAL_API_DEADLINE must be positive"
         );
+        for (variable, value) in [
+            ("EXTERNAL_API_TIMEOUT", upstream.attempt_timeout),
+            ("EXTERNAL_API_DEADLINE", upstream.deadline),
+            ("MAX_CONCURRENCY_WAIT", upstream.max_concurrency_wait),
+        ] {
+            ensure!(
+                value <= MAX_WAIT,
+                "{variable} must be at most {} seconds",
+                MAX_WAIT.as_secs()
+            );
+        }
         ensure!(
             upstream.backoff_base <= MAX_BACKOFF_BASE,
             "BACKOFF_BASE must be at most {} seconds",
@@ -209,6 +224,8 @@ mod tests {
             ("MAX_CONCURRENCY", "0"),
             ("MAX_RETRIES", "-2"),
             ("EXTERNAL_API_URL", "not a url"),
+            ("EXTERNAL_API_DEADLINE", "1e15"),
+            ("MAX_CONCURRENCY_WAIT", "86401"),
         ] {
             assert!(with(&[(key, value)]).is_err(), "{key}={value}");
         }

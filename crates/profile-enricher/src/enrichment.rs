@@ -154,7 +154,9 @@ impl EnrichmentClient {
         user: &T,
     ) -> Result<Box<RawValue>, EnrichmentError> {
         let body = serde_json::to_vec(user).map_err(EnrichmentError::Encode)?;
-        let deadline = Instant::now() + self.settings.deadline;
+        let Some(deadline) = later(Instant::now(), self.settings.deadline) else {
+            return Err(self.out_of_time(0, String::from("the deadline is beyond the clock")));
+        };
         let started = SystemTime::now();
         let mut attempts = 0u32;
         let mut last = String::from("the upstream had not answered");
@@ -193,7 +195,8 @@ impl EnrichmentClient {
                     .unwrap_or_default(),
             };
             let delay = backoff.max(retry_after.unwrap_or_default());
-            if Instant::now() + delay >= deadline {
+            // A wait the clock cannot even represent ends past any deadline.
+            if later(Instant::now(), delay).is_none_or(|wake| wake >= deadline) {
                 break Err(self.out_of_time(attempts, last));
             }
             tokio::time::sleep(delay).await;
@@ -350,6 +353,12 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// `now + wait`, or `None` when that instant is beyond what the clock can hold (a
+/// hostile `Retry-After` of 10^19 seconds): never an overflow panic.
+fn later(now: Instant, wait: Duration) -> Option<Instant> {
+    now.checked_add(wait)
 }
 
 fn seconds(duration: &Duration) -> String {

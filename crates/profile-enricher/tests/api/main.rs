@@ -8,6 +8,7 @@ mod helpers;
 mod http_errors;
 mod openapi;
 mod probe;
+mod resilience;
 mod upstream;
 mod users;
 mod validation;

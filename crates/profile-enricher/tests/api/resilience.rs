@@ -1,0 +1,70 @@
+//! What the enricher does when an upstream misbehaves: hostile `Retry-After`
+//! values, a full outage (retry budget and circuit breaker), identical requests in
+//! flight at once (coalescing) and the optional answer cache.
+
+use std::time::Duration;
+
+use serde_json::json;
+use wiremock::ResponseTemplate;
+
+use crate::helpers::{README_EXAMPLE, Script, assert_problem, json_answer, spawn_app_with};
+
+/// `Retry-After` values too large for any clock: each must be a 504 (the wait
+/// would pass the deadline), never a panic, and the app goes on serving.
+#[tokio::test]
+async fn a_retry_after_too_large_for_the_clock_is_a_504_and_the_app_keeps_serving() {
+    for hostile in [
+        "10000000000000000000",
+        "18446744073709551615",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ] {
+        let app =
+            spawn_app_with(|settings| settings.upstream.deadline = Duration::from_secs(2)).await;
+        let (script, arrivals) = Script::new(vec![
+            ResponseTemplate::new(503).insert_header("retry-after", hostile),
+            json_answer(json!({"ok": true})),
+        ]);
+        app.upstream_answers(script).await;
+
+        let problem = assert_problem(app.post_users(README_EXAMPLE).await, 504).await;
+        assert_eq!(
+            problem["type"], "/problems/upstream-deadline-exceeded",
+            "{hostile}"
+        );
+        assert_eq!(arrivals.lock().unwrap().len(), 1, "{hostile}");
+
+        let next = app.post_users(README_EXAMPLE).await;
+        assert_eq!(next.status(), 200, "after {hostile}");
+        let body: serde_json::Value = next.json().await.unwrap();
+        assert_eq!(body["enrichment"], json!({"ok": true}));
+    }
+}
+
+/// A `Retry-After` that is neither delta-seconds nor an HTTP date is ignored: the
+/// normal backoff applies and the retry succeeds.
+#[tokio::test]
+async fn a_garbage_retry_after_is_ignored_and_the_normal_backoff_applies() {
+    for garbage in [
+        "-1",
+        "-10000000000000000000",
+        "1.5",
+        "99999999999999999999999999",
+        "soon",
+        "",
+        "Thu, 01 Jan 1970 00:00:00 GMT",
+        "Sun, 99 Foo 2023 25:61:61 GMT",
+    ] {
+        let app =
+            spawn_app_with(|settings| settings.upstream.deadline = Duration::from_secs(5)).await;
+        let (script, arrivals) = Script::new(vec![
+            ResponseTemplate::new(503).insert_header("retry-after", garbage),
+            json_answer(json!({"ok": true})),
+        ]);
+        app.upstream_answers(script).await;
+
+        let response = app.post_users(README_EXAMPLE).await;
+
+        assert_eq!(response.status(), 200, "{garbage:?}");
+        assert_eq!(arrivals.lock().unwrap().len(), 2, "{garbage:?}");
+    }
+}
