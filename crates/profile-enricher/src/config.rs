@@ -51,7 +51,9 @@ pub struct HttpSettings {
     pub keep_alive: Duration,
 }
 
-/// How the enrichment client treats the upstream; see `enrichment.rs` for the policy.
+/// How the enrichment client treats its upstreams; see `enrichment` for the policy.
+/// The single-source variables (`EXTERNAL_API_*`, `MAX_*`) are also every declared
+/// source's defaults.
 #[derive(Debug, Clone, Deserialize)]
 pub struct UpstreamSettings {
     #[serde(rename = "external_api_timeout", deserialize_with = "seconds")]
@@ -66,6 +68,44 @@ pub struct UpstreamSettings {
     pub max_concurrency_wait: Duration,
     #[serde(rename = "external_api_deadline", deserialize_with = "seconds")]
     pub deadline: Duration,
+    /// `ENRICHMENT_SOURCES` and each source's `SOURCE_<NAME>_*` variables; empty
+    /// means one source, `EXTERNAL_API_URL`, and today's answer.
+    #[serde(skip)]
+    pub sources: Vec<SourceSettings>,
+}
+
+/// One named source of `ENRICHMENT_SOURCES`. An unset value falls back to the
+/// single-source variable of the same meaning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSettings {
+    /// Lower-case letters, digits and `_`, starting with a letter; the key of the
+    /// answer's `sources` and the `<NAME>` of its variables (in upper case).
+    pub name: String,
+    /// `SOURCE_<NAME>_URL`, else `EXTERNAL_API_URL` (else our own `/dummy-enrich`).
+    pub url: Option<Url>,
+    /// `SOURCE_<NAME>_TIMEOUT`, else `EXTERNAL_API_TIMEOUT`.
+    pub attempt_timeout: Option<Duration>,
+    /// `SOURCE_<NAME>_MAX_RETRIES`, else `MAX_RETRIES`.
+    pub max_retries: Option<u32>,
+    /// `SOURCE_<NAME>_MAX_CONCURRENCY`, else `MAX_CONCURRENCY`.
+    pub max_concurrency: Option<usize>,
+    /// `SOURCE_<NAME>_REQUIRED` (default true): whether the source's failure fails
+    /// the request, or only marks it `"failed"` in the answer.
+    pub required: bool,
+}
+
+impl SourceSettings {
+    /// A required source with every value from the single-source variables.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            url: None,
+            attempt_timeout: None,
+            max_retries: None,
+            max_concurrency: None,
+            required: true,
+        }
+    }
 }
 
 /// Reads the settings from the process environment.
@@ -80,7 +120,7 @@ pub fn from_variables(variables: HashMap<String, String>) -> anyhow::Result<Sett
 }
 
 fn read(variables: Option<config::Map<String, String>>) -> anyhow::Result<Settings> {
-    let settings: Settings = config::Config::builder()
+    let config = config::Config::builder()
         .set_default("enricher_host", "0.0.0.0")?
         .set_default("enricher_port", "8000")?
         .set_default("env", "development")?
@@ -95,11 +135,104 @@ fn read(variables: Option<config::Map<String, String>>) -> anyhow::Result<Settin
         .set_default("http_keep_alive", "60")?
         .add_source(config::Environment::default().source(variables))
         .build()
-        .context("could not read the settings")?
+        .context("could not read the settings")?;
+    let mut settings: Settings = config
+        .clone()
         .try_deserialize()
         .context("invalid settings")?;
+    settings.upstream.sources = declared_sources(&config)?;
     settings.check()?;
     Ok(settings)
+}
+
+/// `ENRICHMENT_SOURCES=geo,risk` and, per name, `SOURCE_GEO_URL`, `..._TIMEOUT`,
+/// `..._MAX_RETRIES`, `..._MAX_CONCURRENCY`, `..._REQUIRED`. Each error names its
+/// variable.
+fn declared_sources(config: &config::Config) -> anyhow::Result<Vec<SourceSettings>> {
+    let Some(list) = text(config, "enrichment_sources") else {
+        return Ok(Vec::new());
+    };
+    let mut sources: Vec<SourceSettings> = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let name = name.to_ascii_lowercase();
+        ensure!(
+            is_source_name(&name),
+            "ENRICHMENT_SOURCES: `{name}` is not a source name (letters, digits and `_`, \
+             starting with a letter, at most 32)"
+        );
+        ensure!(
+            sources.iter().all(|source| source.name != name),
+            "ENRICHMENT_SOURCES: `{name}` is declared twice"
+        );
+        let variable = |suffix: &str| format!("source_{name}_{suffix}");
+        let value = |suffix: &str| text(config, &variable(suffix));
+        let named = |suffix: &str| variable(suffix).to_ascii_uppercase();
+        let mut source = SourceSettings::named(&name);
+        if let Some(url) = value("url") {
+            source.url = Some(Url::parse(&url).with_context(|| named("url"))?);
+        }
+        if let Some(timeout) = value("timeout") {
+            source.attempt_timeout =
+                Some(parse_seconds(&timeout).with_context(|| named("timeout"))?);
+        }
+        if let Some(retries) = value("max_retries") {
+            source.max_retries =
+                Some(parse_number(&retries).with_context(|| named("max_retries"))?);
+        }
+        if let Some(slots) = value("max_concurrency") {
+            source.max_concurrency =
+                Some(parse_number(&slots).with_context(|| named("max_concurrency"))?);
+        }
+        if let Some(required) = value("required") {
+            source.required = parse_flag(&required).with_context(|| named("required"))?;
+        }
+        sources.push(source);
+    }
+    if let [only] = sources.as_slice() {
+        ensure!(
+            only.required,
+            "SOURCE_{}_REQUIRED=false needs a second source in ENRICHMENT_SOURCES: \
+             the one source is always required",
+            only.name.to_ascii_uppercase()
+        );
+    }
+    Ok(sources)
+}
+
+/// A variable's value, trimmed; blank counts as unset, as in `.env` files.
+fn text(config: &config::Config, key: &str) -> Option<String> {
+    let value = config.get_string(key).ok()?;
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn is_source_name(name: &str) -> bool {
+    name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn parse_seconds(text: &str) -> anyhow::Result<Duration> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("`{text}` is not a non-negative number of seconds"))
+}
+
+fn parse_number<T: std::str::FromStr>(text: &str) -> anyhow::Result<T> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("`{text}` is not a valid number"))
+}
+
+fn parse_flag(text: &str) -> anyhow::Result<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => anyhow::bail!("`{text}` is not true or false"),
+    }
 }
 
 impl Settings {
@@ -133,6 +266,23 @@ impl Settings {
             "BACKOFF_BASE must be at most {} seconds",
             MAX_BACKOFF_BASE.as_secs()
         );
+        for source in &upstream.sources {
+            let variable =
+                |suffix: &str| format!("SOURCE_{}_{suffix}", source.name.to_ascii_uppercase());
+            if let Some(timeout) = source.attempt_timeout {
+                ensure!(
+                    !timeout.is_zero() && timeout <= MAX_WAIT,
+                    "{} must be positive and at most {} seconds",
+                    variable("TIMEOUT"),
+                    MAX_WAIT.as_secs()
+                );
+            }
+            ensure!(
+                source.max_concurrency != Some(0),
+                "{} must be at least 1",
+                variable("MAX_CONCURRENCY")
+            );
+        }
         Ok(())
     }
 }
@@ -228,6 +378,99 @@ mod tests {
             ("MAX_CONCURRENCY_WAIT", "86401"),
         ] {
             assert!(with(&[(key, value)]).is_err(), "{key}={value}");
+        }
+    }
+
+    #[test]
+    fn without_enrichment_sources_there_is_the_one_source_of_today() {
+        assert!(with(&[]).unwrap().upstream.sources.is_empty());
+        assert!(
+            with(&[("ENRICHMENT_SOURCES", " ")])
+                .unwrap()
+                .upstream
+                .sources
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn declared_sources_keep_their_order_and_fall_back_to_the_single_source_variables() {
+        let settings = with(&[
+            ("ENRICHMENT_SOURCES", "geo, Risk_2,ads"),
+            ("SOURCE_GEO_URL", "http://geo.example/enrich"),
+            ("SOURCE_GEO_TIMEOUT", "0.25"),
+            ("SOURCE_RISK_2_MAX_RETRIES", "0"),
+            ("SOURCE_RISK_2_MAX_CONCURRENCY", "2"),
+            ("SOURCE_ADS_REQUIRED", "false"),
+        ])
+        .unwrap();
+        let sources = &settings.upstream.sources;
+        let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["geo", "risk_2", "ads"]);
+        assert_eq!(
+            sources[0].url.as_ref().map(Url::as_str),
+            Some("http://geo.example/enrich")
+        );
+        assert_eq!(sources[0].attempt_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(sources[1].max_retries, Some(0));
+        assert_eq!(sources[1].max_concurrency, Some(2));
+        assert_eq!(sources[1].url, None);
+        assert!(sources[0].required && sources[1].required && !sources[2].required);
+    }
+
+    #[test]
+    fn nonsense_in_source_variables_is_refused_naming_the_variable() {
+        for (pairs, variable) in [
+            (
+                &[("ENRICHMENT_SOURCES", "geo,,risk")][..],
+                "ENRICHMENT_SOURCES",
+            ),
+            (&[("ENRICHMENT_SOURCES", "geo,geo")], "ENRICHMENT_SOURCES"),
+            (&[("ENRICHMENT_SOURCES", "geo-ip")], "ENRICHMENT_SOURCES"),
+            (&[("ENRICHMENT_SOURCES", "9geo")], "ENRICHMENT_SOURCES"),
+            (
+                &[("ENRICHMENT_SOURCES", "geo"), ("SOURCE_GEO_URL", "nope")],
+                "SOURCE_GEO_URL",
+            ),
+            (
+                &[("ENRICHMENT_SOURCES", "geo"), ("SOURCE_GEO_TIMEOUT", "0")],
+                "SOURCE_GEO_TIMEOUT",
+            ),
+            (
+                &[("ENRICHMENT_SOURCES", "geo"), ("SOURCE_GEO_TIMEOUT", "-1")],
+                "SOURCE_GEO_TIMEOUT",
+            ),
+            (
+                &[
+                    ("ENRICHMENT_SOURCES", "geo"),
+                    ("SOURCE_GEO_MAX_RETRIES", "x"),
+                ],
+                "SOURCE_GEO_MAX_RETRIES",
+            ),
+            (
+                &[
+                    ("ENRICHMENT_SOURCES", "geo"),
+                    ("SOURCE_GEO_MAX_CONCURRENCY", "0"),
+                ],
+                "SOURCE_GEO_MAX_CONCURRENCY",
+            ),
+            (
+                &[
+                    ("ENRICHMENT_SOURCES", "geo"),
+                    ("SOURCE_GEO_REQUIRED", "maybe"),
+                ],
+                "SOURCE_GEO_REQUIRED",
+            ),
+            (
+                &[
+                    ("ENRICHMENT_SOURCES", "geo"),
+                    ("SOURCE_GEO_REQUIRED", "false"),
+                ],
+                "SOURCE_GEO_REQUIRED",
+            ),
+        ] {
+            let error = format!("{:#}", with(pairs).unwrap_err());
+            assert!(error.contains(variable), "{pairs:?}: {error}");
         }
     }
 

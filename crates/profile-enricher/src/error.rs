@@ -51,16 +51,7 @@ impl ResponseError for ApiError {
             ApiError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Enrichment(error) => match error {
-                EnrichmentError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                EnrichmentError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-                EnrichmentError::RetriesExhausted { .. }
-                | EnrichmentError::Rejected { .. }
-                | EnrichmentError::NotAnObject
-                | EnrichmentError::AnswerTooLarge
-                | EnrichmentError::Unrecoverable(_) => StatusCode::BAD_GATEWAY,
-                EnrichmentError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            ApiError::Enrichment(error) => enrichment_status(error),
             ApiError::Metrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,15 +83,30 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, *allow));
             }
-            ApiError::Enrichment(EnrichmentError::Busy { waited }) => {
+            ApiError::Enrichment(error) if error.retry_after().is_some() => {
+                let wait = error.retry_after().unwrap_or_default();
                 // Whole seconds, at least one: a shorter hint is not expressible.
-                let seconds = waited.as_secs_f64().ceil().max(1.0) as u64;
+                let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
                 response.insert_header((header::RETRY_AFTER, seconds));
             }
             ApiError::Enrichment(EnrichmentError::Encode(_)) => log_unexpected(self),
             _ => {}
         }
         response.body(to_json(&problem))
+    }
+}
+
+fn enrichment_status(error: &EnrichmentError) -> StatusCode {
+    match error {
+        EnrichmentError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        EnrichmentError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+        EnrichmentError::RetriesExhausted { .. }
+        | EnrichmentError::Rejected { .. }
+        | EnrichmentError::NotAnObject
+        | EnrichmentError::AnswerTooLarge
+        | EnrichmentError::Unrecoverable(_) => StatusCode::BAD_GATEWAY,
+        EnrichmentError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        EnrichmentError::Source { error, .. } => enrichment_status(error),
     }
 }
 
@@ -113,6 +119,7 @@ fn enrichment_slug(error: &EnrichmentError) -> &'static str {
         EnrichmentError::NotAnObject | EnrichmentError::AnswerTooLarge => "upstream-invalid-answer",
         EnrichmentError::Unrecoverable(_) => "upstream-unreachable",
         EnrichmentError::Encode(_) => "internal-error",
+        EnrichmentError::Source { error, .. } => enrichment_slug(error),
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub upstream_retries: IntCounter,
     pub slot_wait: Histogram,
     pub upstream_latency: Histogram,
+    /// Per source and request: `ok`, `failed` or `skipped`.
+    pub source_calls: IntCounterVec,
 }
 
 impl Metrics {
@@ -61,11 +63,19 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
+        let source_calls = IntCounterVec::new(
+            Opts::new(
+                "enricher_source_calls_total",
+                "Enrichments asked of each source, by how they went (ok, failed, skipped)",
+            ),
+            &["source", "status"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_attempts.clone()))?;
         registry.register(Box::new(upstream_retries.clone()))?;
         registry.register(Box::new(slot_wait.clone()))?;
         registry.register(Box::new(upstream_latency.clone()))?;
+        registry.register(Box::new(source_calls.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -73,6 +83,7 @@ impl Metrics {
             upstream_retries,
             slot_wait,
             upstream_latency,
+            source_calls,
         })
     }
 

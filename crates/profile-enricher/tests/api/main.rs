@@ -9,6 +9,7 @@ mod http_errors;
 mod openapi;
 mod probe;
 mod resilience;
+mod sources;
 mod upstream;
 mod users;
 mod validation;

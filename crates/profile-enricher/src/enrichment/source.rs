@@ -1,0 +1,165 @@
+//! One named upstream: its slots and its retry loop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::Url;
+use reqwest_middleware::ClientWithMiddleware;
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::{Jitter, RetryDecision, RetryPolicy};
+use serde_json::value::RawValue;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use super::attempt::{AttemptError, Target, attempt};
+use super::{EnrichmentError, MAX_BACKOFF, later};
+use crate::metrics::Metrics;
+
+/// A source's settings once every default is filled in.
+pub(super) struct SourcePlan {
+    pub name: String,
+    pub required: bool,
+    pub url: Url,
+    pub token: Option<String>,
+    pub attempt_timeout: Duration,
+    pub max_retries: u32,
+    pub max_concurrency: usize,
+    pub max_concurrency_wait: Duration,
+    pub backoff_base: Duration,
+    /// `EXTERNAL_API_DEADLINE`, named in 504 answers.
+    pub deadline: Duration,
+}
+
+enum SlotError {
+    Busy,
+    OutOfTime,
+}
+
+pub(super) struct Source {
+    pub name: String,
+    pub required: bool,
+    http: ClientWithMiddleware,
+    url: Url,
+    token: Option<String>,
+    attempt_timeout: Duration,
+    max_concurrency_wait: Duration,
+    deadline: Duration,
+    backoff: ExponentialBackoff,
+    slots: Semaphore,
+    metrics: Metrics,
+}
+
+impl Source {
+    pub(super) fn new(plan: SourcePlan, http: ClientWithMiddleware, metrics: Metrics) -> Self {
+        let backoff = ExponentialBackoff::builder()
+            .retry_bounds(plan.backoff_base, plan.backoff_base.max(MAX_BACKOFF))
+            .jitter(Jitter::Bounded)
+            .base(2)
+            .build_with_max_retries(plan.max_retries);
+        Self {
+            name: plan.name,
+            required: plan.required,
+            http,
+            url: plan.url,
+            token: plan.token,
+            attempt_timeout: plan.attempt_timeout,
+            max_concurrency_wait: plan.max_concurrency_wait,
+            deadline: plan.deadline,
+            backoff,
+            slots: Semaphore::new(plan.max_concurrency),
+            metrics,
+        }
+    }
+
+    /// Sends `body` to this source until it answers a JSON object, a final failure
+    /// happens, the retries are spent or `deadline` passes.
+    #[tracing::instrument(name = "call source", skip_all,
+        fields(source = %self.name, attempts = tracing::field::Empty))]
+    pub(super) async fn call(
+        &self,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<Arc<RawValue>, EnrichmentError> {
+        let target = Target {
+            http: &self.http,
+            url: &self.url,
+            token: self.token.as_deref(),
+            attempt_timeout: self.attempt_timeout,
+        };
+        let started = SystemTime::now();
+        let mut attempts = 0u32;
+        let mut last = String::from("the upstream had not answered");
+        let result = loop {
+            let slot = match self.take_slot(deadline).await {
+                Ok(slot) => slot,
+                Err(SlotError::Busy) => {
+                    break Err(EnrichmentError::Busy {
+                        waited: self.max_concurrency_wait,
+                    });
+                }
+                Err(SlotError::OutOfTime) => break Err(self.out_of_time(attempts, last)),
+            };
+            attempts += 1;
+            if attempts > 1 {
+                self.metrics.upstream_retries.inc();
+            }
+            let outcome = attempt(&target, body, deadline).await;
+            drop(slot);
+            let retry_after = match outcome {
+                Ok(enrichment) => break Ok(enrichment),
+                Err(AttemptError::Final(error)) => break Err(error),
+                Err(AttemptError::OutOfTime) => break Err(self.out_of_time(attempts, last)),
+                Err(AttemptError::Transient { cause, retry_after }) => {
+                    tracing::warn!(attempt = attempts, %cause, "enrichment attempt failed");
+                    last = cause;
+                    retry_after
+                }
+            };
+            let backoff = match self.backoff.should_retry(started, attempts - 1) {
+                RetryDecision::DoNotRetry => {
+                    break Err(EnrichmentError::RetriesExhausted { attempts, last });
+                }
+                RetryDecision::Retry { execute_after } => execute_after
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default(),
+            };
+            let delay = backoff.max(retry_after.unwrap_or_default());
+            // A wait the clock cannot even represent ends past any deadline.
+            if later(Instant::now(), delay).is_none_or(|wake| wake >= deadline) {
+                break Err(self.out_of_time(attempts, last));
+            }
+            tokio::time::sleep(delay).await;
+        };
+        tracing::Span::current().record("attempts", attempts);
+        match &result {
+            Ok(_) => tracing::debug!(attempts, "source answered"),
+            Err(error) => tracing::warn!(attempts, %error, "profile not enriched"),
+        }
+        result
+    }
+
+    pub(super) fn out_of_time(&self, attempts: u32, last: String) -> EnrichmentError {
+        EnrichmentError::DeadlineExceeded {
+            deadline: self.deadline,
+            attempts,
+            last,
+        }
+    }
+
+    async fn take_slot(&self, deadline: Instant) -> Result<SemaphorePermit<'_>, SlotError> {
+        let started = Instant::now();
+        let patience = self
+            .max_concurrency_wait
+            .min(deadline.saturating_duration_since(started));
+        let slot = tokio::time::timeout(patience, self.slots.acquire()).await;
+        self.metrics
+            .slot_wait
+            .observe(started.elapsed().as_secs_f64());
+        match slot {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed; should it be, there is no slot to have.
+            Ok(Err(_closed)) => Err(SlotError::Busy),
+            Err(_) if patience < self.max_concurrency_wait => Err(SlotError::OutOfTime),
+            Err(_) => Err(SlotError::Busy),
+        }
+    }
+}
