@@ -13,6 +13,9 @@ use crate::auth::ApiTokens;
 /// overflow a `Duration`.
 const MAX_BACKOFF_BASE: Duration = Duration::from_secs(3600);
 
+/// The sliding window over which the retry budget counts first attempts and retries.
+pub const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
 /// Timeouts, deadlines and waits above a day are surely a unit mistake; bounding
 /// them keeps every `Instant + duration` far from the clock's end.
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -68,6 +71,14 @@ pub struct UpstreamSettings {
     pub max_concurrency_wait: Duration,
     #[serde(rename = "external_api_deadline", deserialize_with = "seconds")]
     pub deadline: Duration,
+    /// Retries may add at most this share of first attempts (per source, over
+    /// [`RETRY_BUDGET_WINDOW`]), on top of the floor below.
+    #[serde(deserialize_with = "number")]
+    pub retry_budget_ratio: f32,
+    /// Retries allowed per second whatever the ratio says, so that a quiet source
+    /// may still be retried.
+    #[serde(deserialize_with = "number")]
+    pub retry_budget_min_per_second: u32,
     /// `ENRICHMENT_SOURCES` and each source's `SOURCE_<NAME>_*` variables; empty
     /// means one source, `EXTERNAL_API_URL`, and today's answer.
     #[serde(skip)]
@@ -130,6 +141,8 @@ fn read(variables: Option<config::Map<String, String>>) -> anyhow::Result<Settin
         .set_default("max_concurrency", "8")?
         .set_default("max_concurrency_wait", "2")?
         .set_default("external_api_deadline", "15")?
+        .set_default("retry_budget_ratio", "0.2")?
+        .set_default("retry_budget_min_per_second", "3")?
         .set_default("http_head_timeout", "10")?
         .set_default("http_body_timeout", "30")?
         .set_default("http_keep_alive", "60")?
@@ -266,6 +279,14 @@ impl Settings {
             "BACKOFF_BASE must be at most {} seconds",
             MAX_BACKOFF_BASE.as_secs()
         );
+        ensure!(
+            (0.0..=1.0).contains(&upstream.retry_budget_ratio),
+            "RETRY_BUDGET_RATIO must be between 0 and 1"
+        );
+        ensure!(
+            upstream.retry_budget_min_per_second <= 1_000_000,
+            "RETRY_BUDGET_MIN_PER_SECOND must be at most 1000000"
+        );
         for source in &upstream.sources {
             let variable =
                 |suffix: &str| format!("SOURCE_{}_{suffix}", source.name.to_ascii_uppercase());
@@ -351,6 +372,8 @@ mod tests {
             Duration::from_secs(2)
         );
         assert_eq!(settings.upstream.deadline, Duration::from_secs(15));
+        assert_eq!(settings.upstream.retry_budget_ratio, 0.2);
+        assert_eq!(settings.upstream.retry_budget_min_per_second, 3);
         assert_eq!(settings.http.head_timeout, Duration::from_secs(10));
         assert_eq!(settings.http.body_timeout, Duration::from_secs(30));
         assert_eq!(settings.http.keep_alive, Duration::from_secs(60));
@@ -376,6 +399,10 @@ mod tests {
             ("EXTERNAL_API_URL", "not a url"),
             ("EXTERNAL_API_DEADLINE", "1e15"),
             ("MAX_CONCURRENCY_WAIT", "86401"),
+            ("RETRY_BUDGET_RATIO", "1.5"),
+            ("RETRY_BUDGET_RATIO", "NaN"),
+            ("RETRY_BUDGET_RATIO", "-0.1"),
+            ("RETRY_BUDGET_MIN_PER_SECOND", "-1"),
         ] {
             assert!(with(&[(key, value)]).is_err(), "{key}={value}");
         }

@@ -101,6 +101,7 @@ fn enrichment_status(error: &EnrichmentError) -> StatusCode {
         EnrichmentError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         EnrichmentError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
         EnrichmentError::RetriesExhausted { .. }
+        | EnrichmentError::RetryBudgetExhausted { .. }
         | EnrichmentError::Rejected { .. }
         | EnrichmentError::NotAnObject
         | EnrichmentError::AnswerTooLarge
@@ -114,7 +115,9 @@ fn enrichment_slug(error: &EnrichmentError) -> &'static str {
     match error {
         EnrichmentError::Busy { .. } => "upstream-busy",
         EnrichmentError::DeadlineExceeded { .. } => "upstream-deadline-exceeded",
-        EnrichmentError::RetriesExhausted { .. } => "upstream-retries-exhausted",
+        EnrichmentError::RetriesExhausted { .. } | EnrichmentError::RetryBudgetExhausted { .. } => {
+            "upstream-retries-exhausted"
+        }
         EnrichmentError::Rejected { .. } => "upstream-rejected",
         EnrichmentError::NotAnObject | EnrichmentError::AnswerTooLarge => "upstream-invalid-answer",
         EnrichmentError::Unrecoverable(_) => "upstream-unreachable",

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     /// Per source and request: `ok`, `failed` or `skipped`.
     pub source_calls: IntCounterVec,
+    pub retry_budget_exhausted: IntCounterVec,
 }
 
 impl Metrics {
@@ -70,12 +71,20 @@ impl Metrics {
             ),
             &["source", "status"],
         )?;
+        let retry_budget_exhausted = IntCounterVec::new(
+            Opts::new(
+                "enricher_retry_budget_exhausted_total",
+                "Retries refused because the source's retry budget was spent",
+            ),
+            &["source"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_attempts.clone()))?;
         registry.register(Box::new(upstream_retries.clone()))?;
         registry.register(Box::new(slot_wait.clone()))?;
         registry.register(Box::new(upstream_latency.clone()))?;
         registry.register(Box::new(source_calls.clone()))?;
+        registry.register(Box::new(retry_budget_exhausted.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -84,6 +93,7 @@ impl Metrics {
             slot_wait,
             upstream_latency,
             source_calls,
+            retry_budget_exhausted,
         })
     }
 

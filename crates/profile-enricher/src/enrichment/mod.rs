@@ -14,6 +14,12 @@
 //!
 //! One [`source`] call makes at most `MAX_RETRIES + 1` attempts:
 //!
+//! - **Retry budget.** Per source, retries may add at most `RETRY_BUDGET_RATIO`
+//!   (20 %) of the calls of the last 10 s, plus `RETRY_BUDGET_MIN_PER_SECOND` (3)
+//!   per second: tower's `TpsBudget`. So a full outage costs about 1.2 upstream
+//!   calls per request, not `MAX_RETRIES + 1`. A retry the budget refuses makes the
+//!   failure final at once: 502.
+//!
 //! - **Slot.** An attempt first takes one of the source's `MAX_CONCURRENCY` slots,
 //!   waiting at most `MAX_CONCURRENCY_WAIT` (else 503 with `Retry-After`). The slot
 //!   is given back as soon as the attempt ends, so a call sleeping before its next
@@ -85,6 +91,11 @@ pub enum EnrichmentError {
     },
     #[error("the upstream still failed after {attempts} attempt(s); last failure: {last}")]
     RetriesExhausted { attempts: u32, last: String },
+    /// Retries of this source already add their allowed share of first attempts.
+    #[error(
+        "the upstream failed {attempts} time(s) and the retry budget is spent; last failure: {last}"
+    )]
+    RetryBudgetExhausted { attempts: u32, last: String },
     #[error("the upstream refused the request with status {status}")]
     Rejected { status: StatusCode },
     #[error("the upstream answer is not a JSON object")]
@@ -121,6 +132,7 @@ impl EnrichmentError {
             EnrichmentError::Busy { .. } => 1,
             EnrichmentError::DeadlineExceeded { .. } => 2,
             EnrichmentError::RetriesExhausted { .. }
+            | EnrichmentError::RetryBudgetExhausted { .. }
             | EnrichmentError::Rejected { .. }
             | EnrichmentError::NotAnObject
             | EnrichmentError::AnswerTooLarge
@@ -206,6 +218,8 @@ impl EnrichmentClient {
                     max_concurrency_wait: settings.max_concurrency_wait,
                     backoff_base: settings.backoff_base,
                     deadline: settings.deadline,
+                    retry_budget_ratio: settings.retry_budget_ratio,
+                    retry_budget_min_per_second: settings.retry_budget_min_per_second,
                 }
             })
             .collect();

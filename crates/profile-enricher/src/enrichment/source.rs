@@ -9,9 +9,11 @@ use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{Jitter, RetryDecision, RetryPolicy};
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tower::retry::budget::{Budget, TpsBudget};
 
 use super::attempt::{AttemptError, Target, attempt};
 use super::{EnrichmentError, MAX_BACKOFF, later};
+use crate::config::RETRY_BUDGET_WINDOW;
 use crate::metrics::Metrics;
 
 /// A source's settings once every default is filled in.
@@ -27,6 +29,8 @@ pub(super) struct SourcePlan {
     pub backoff_base: Duration,
     /// `EXTERNAL_API_DEADLINE`, named in 504 answers.
     pub deadline: Duration,
+    pub retry_budget_ratio: f32,
+    pub retry_budget_min_per_second: u32,
 }
 
 enum SlotError {
@@ -45,6 +49,8 @@ pub(super) struct Source {
     deadline: Duration,
     backoff: ExponentialBackoff,
     slots: Semaphore,
+    /// Every call deposits, every retry withdraws (tower's, after Finagle's).
+    retry_budget: TpsBudget,
     metrics: Metrics,
 }
 
@@ -66,6 +72,13 @@ impl Source {
             deadline: plan.deadline,
             backoff,
             slots: Semaphore::new(plan.max_concurrency),
+            // The settings are checked at start-up against TpsBudget's own bounds
+            // (ratio 0..=1, floor below i32::MAX, window 1..=60 s).
+            retry_budget: TpsBudget::new(
+                RETRY_BUDGET_WINDOW,
+                plan.retry_budget_min_per_second,
+                plan.retry_budget_ratio,
+            ),
             metrics,
         }
     }
@@ -88,6 +101,7 @@ impl Source {
         let started = SystemTime::now();
         let mut attempts = 0u32;
         let mut last = String::from("the upstream had not answered");
+        self.retry_budget.deposit();
         let result = loop {
             let slot = match self.take_slot(deadline).await {
                 Ok(slot) => slot,
@@ -126,6 +140,13 @@ impl Source {
             // A wait the clock cannot even represent ends past any deadline.
             if later(Instant::now(), delay).is_none_or(|wake| wake >= deadline) {
                 break Err(self.out_of_time(attempts, last));
+            }
+            if !self.retry_budget.withdraw() {
+                self.metrics
+                    .retry_budget_exhausted
+                    .with_label_values(&[self.name.as_str()])
+                    .inc();
+                break Err(EnrichmentError::RetryBudgetExhausted { attempts, last });
             }
             tokio::time::sleep(delay).await;
         };

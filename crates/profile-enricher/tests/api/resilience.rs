@@ -4,10 +4,30 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
-use crate::helpers::{README_EXAMPLE, Script, assert_problem, json_answer, spawn_app_with};
+use crate::helpers::{
+    README_EXAMPLE, Script, TestApp, assert_problem, json_answer, spawn_app_with,
+};
+
+/// The floor of the default retry budget: 3 retries a second over its 10 s window.
+const BUDGET_FLOOR: usize = 3 * 10;
+
+/// Sends `count` profiles (distinct user ids, so nothing is shared) 16 at a time
+/// and returns the answers' statuses.
+async fn send_distinct(app: &TestApp, count: usize) -> Vec<u16> {
+    futures::stream::iter(0..count)
+        .map(|n| async move {
+            let body =
+                README_EXAMPLE.replace(r#""userId":"12345""#, &format!(r#""userId":"u{n}""#));
+            app.post_users(body).await.status().as_u16()
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
 
 /// `Retry-After` values too large for any clock: each must be a 504 (the wait
 /// would pass the deadline), never a panic, and the app goes on serving.
@@ -67,4 +87,26 @@ async fn a_garbage_retry_after_is_ignored_and_the_normal_backoff_applies() {
         assert_eq!(response.status(), 200, "{garbage:?}");
         assert_eq!(arrivals.lock().unwrap().len(), 2, "{garbage:?}");
     }
+}
+
+/// A full outage: without a budget each request would cost `MAX_RETRIES + 1` = 4
+/// calls (800); the budget allows 20 % of first attempts plus its floor.
+#[tokio::test]
+async fn in_a_full_outage_the_retry_budget_bounds_upstream_calls_to_1_2_per_request() {
+    let app = spawn_app_with(|settings| settings.upstream.max_retries = 3).await;
+    app.upstream_answers(ResponseTemplate::new(503)).await;
+
+    let statuses = send_distinct(&app, 200).await;
+
+    assert!(statuses.iter().all(|status| *status == 502), "{statuses:?}");
+    let calls = app.upstream_requests().await.len();
+    assert!(
+        calls <= 240 + BUDGET_FLOOR,
+        "{calls} upstream calls for 200 requests"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"enricher_retry_budget_exhausted_total{source="default"}"#),
+        "{metrics}"
+    );
 }
