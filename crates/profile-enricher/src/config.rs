@@ -79,6 +79,21 @@ pub struct UpstreamSettings {
     /// may still be retried.
     #[serde(deserialize_with = "number")]
     pub retry_budget_min_per_second: u32,
+    /// A source's breaker opens when at least this share of the attempts in its
+    /// window failed...
+    #[serde(deserialize_with = "number")]
+    pub circuit_breaker_failure_ratio: f64,
+    /// ...and the window holds at least this many attempts (0 = no breaker).
+    #[serde(deserialize_with = "number")]
+    pub circuit_breaker_min_calls: u32,
+    #[serde(deserialize_with = "seconds")]
+    pub circuit_breaker_window: Duration,
+    /// How long an open breaker refuses every attempt before it lets probes through.
+    #[serde(deserialize_with = "seconds")]
+    pub circuit_breaker_open_duration: Duration,
+    /// Probes let through at once while half-open.
+    #[serde(deserialize_with = "number")]
+    pub circuit_breaker_half_open_probes: u32,
     /// `ENRICHMENT_SOURCES` and each source's `SOURCE_<NAME>_*` variables; empty
     /// means one source, `EXTERNAL_API_URL`, and today's answer.
     #[serde(skip)]
@@ -143,6 +158,11 @@ fn read(variables: Option<config::Map<String, String>>) -> anyhow::Result<Settin
         .set_default("external_api_deadline", "15")?
         .set_default("retry_budget_ratio", "0.2")?
         .set_default("retry_budget_min_per_second", "3")?
+        .set_default("circuit_breaker_failure_ratio", "0.5")?
+        .set_default("circuit_breaker_min_calls", "20")?
+        .set_default("circuit_breaker_window", "10")?
+        .set_default("circuit_breaker_open_duration", "5")?
+        .set_default("circuit_breaker_half_open_probes", "3")?
         .set_default("http_head_timeout", "10")?
         .set_default("http_body_timeout", "30")?
         .set_default("http_keep_alive", "60")?
@@ -267,6 +287,11 @@ impl Settings {
             ("EXTERNAL_API_TIMEOUT", upstream.attempt_timeout),
             ("EXTERNAL_API_DEADLINE", upstream.deadline),
             ("MAX_CONCURRENCY_WAIT", upstream.max_concurrency_wait),
+            ("CIRCUIT_BREAKER_WINDOW", upstream.circuit_breaker_window),
+            (
+                "CIRCUIT_BREAKER_OPEN_DURATION",
+                upstream.circuit_breaker_open_duration,
+            ),
         ] {
             ensure!(
                 value <= MAX_WAIT,
@@ -286,6 +311,19 @@ impl Settings {
         ensure!(
             upstream.retry_budget_min_per_second <= 1_000_000,
             "RETRY_BUDGET_MIN_PER_SECOND must be at most 1000000"
+        );
+        ensure!(
+            upstream.circuit_breaker_failure_ratio > 0.0
+                && upstream.circuit_breaker_failure_ratio <= 1.0,
+            "CIRCUIT_BREAKER_FAILURE_RATIO must be above 0 and at most 1"
+        );
+        ensure!(
+            upstream.circuit_breaker_window >= Duration::from_millis(10),
+            "CIRCUIT_BREAKER_WINDOW must be at least 0.01 seconds"
+        );
+        ensure!(
+            upstream.circuit_breaker_half_open_probes >= 1,
+            "CIRCUIT_BREAKER_HALF_OPEN_PROBES must be at least 1"
         );
         for source in &upstream.sources {
             let variable =
@@ -374,6 +412,17 @@ mod tests {
         assert_eq!(settings.upstream.deadline, Duration::from_secs(15));
         assert_eq!(settings.upstream.retry_budget_ratio, 0.2);
         assert_eq!(settings.upstream.retry_budget_min_per_second, 3);
+        assert_eq!(settings.upstream.circuit_breaker_failure_ratio, 0.5);
+        assert_eq!(settings.upstream.circuit_breaker_min_calls, 20);
+        assert_eq!(
+            settings.upstream.circuit_breaker_window,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            settings.upstream.circuit_breaker_open_duration,
+            Duration::from_secs(5)
+        );
+        assert_eq!(settings.upstream.circuit_breaker_half_open_probes, 3);
         assert_eq!(settings.http.head_timeout, Duration::from_secs(10));
         assert_eq!(settings.http.body_timeout, Duration::from_secs(30));
         assert_eq!(settings.http.keep_alive, Duration::from_secs(60));
@@ -403,6 +452,12 @@ mod tests {
             ("RETRY_BUDGET_RATIO", "NaN"),
             ("RETRY_BUDGET_RATIO", "-0.1"),
             ("RETRY_BUDGET_MIN_PER_SECOND", "-1"),
+            ("CIRCUIT_BREAKER_FAILURE_RATIO", "0"),
+            ("CIRCUIT_BREAKER_FAILURE_RATIO", "1.01"),
+            ("CIRCUIT_BREAKER_MIN_CALLS", "many"),
+            ("CIRCUIT_BREAKER_WINDOW", "0"),
+            ("CIRCUIT_BREAKER_OPEN_DURATION", "1e9"),
+            ("CIRCUIT_BREAKER_HALF_OPEN_PROBES", "0"),
         ] {
             assert!(with(&[(key, value)]).is_err(), "{key}={value}");
         }

@@ -98,7 +98,9 @@ impl ResponseError for ApiError {
 
 fn enrichment_status(error: &EnrichmentError) -> StatusCode {
     match error {
-        EnrichmentError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        EnrichmentError::Busy { .. } | EnrichmentError::CircuitOpen { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         EnrichmentError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
         EnrichmentError::RetriesExhausted { .. }
         | EnrichmentError::RetryBudgetExhausted { .. }
@@ -114,6 +116,7 @@ fn enrichment_status(error: &EnrichmentError) -> StatusCode {
 fn enrichment_slug(error: &EnrichmentError) -> &'static str {
     match error {
         EnrichmentError::Busy { .. } => "upstream-busy",
+        EnrichmentError::CircuitOpen { .. } => "upstream-circuit-open",
         EnrichmentError::DeadlineExceeded { .. } => "upstream-deadline-exceeded",
         EnrichmentError::RetriesExhausted { .. } | EnrichmentError::RetryBudgetExhausted { .. } => {
             "upstream-retries-exhausted"

@@ -10,7 +10,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tracing_actix_web::RequestId;
 
@@ -30,6 +31,10 @@ pub struct Metrics {
     /// Per source and request: `ok`, `failed` or `skipped`.
     pub source_calls: IntCounterVec,
     pub retry_budget_exhausted: IntCounterVec,
+    /// 0 closed, 1 open, 2 half-open.
+    pub circuit_state: IntGaugeVec,
+    pub circuit_transitions: IntCounterVec,
+    pub circuit_rejected: IntCounterVec,
 }
 
 impl Metrics {
@@ -78,6 +83,27 @@ impl Metrics {
             ),
             &["source"],
         )?;
+        let circuit_state = IntGaugeVec::new(
+            Opts::new(
+                "enricher_circuit_state",
+                "Each source's circuit breaker: 0 closed, 1 open, 2 half-open",
+            ),
+            &["source"],
+        )?;
+        let circuit_transitions = IntCounterVec::new(
+            Opts::new(
+                "enricher_circuit_transitions_total",
+                "Circuit breaker changes of state, by source and new state",
+            ),
+            &["source", "state"],
+        )?;
+        let circuit_rejected = IntCounterVec::new(
+            Opts::new(
+                "enricher_circuit_rejected_total",
+                "Attempts refused without calling the source, its circuit breaker being open",
+            ),
+            &["source"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_attempts.clone()))?;
         registry.register(Box::new(upstream_retries.clone()))?;
@@ -85,6 +111,9 @@ impl Metrics {
         registry.register(Box::new(upstream_latency.clone()))?;
         registry.register(Box::new(source_calls.clone()))?;
         registry.register(Box::new(retry_budget_exhausted.clone()))?;
+        registry.register(Box::new(circuit_state.clone()))?;
+        registry.register(Box::new(circuit_transitions.clone()))?;
+        registry.register(Box::new(circuit_rejected.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -94,6 +123,9 @@ impl Metrics {
             upstream_latency,
             source_calls,
             retry_budget_exhausted,
+            circuit_state,
+            circuit_transitions,
+            circuit_rejected,
         })
     }
 

@@ -19,6 +19,10 @@
 //!   per second: tower's `TpsBudget`. So a full outage costs about 1.2 upstream
 //!   calls per request, not `MAX_RETRIES + 1`. A retry the budget refuses makes the
 //!   failure final at once: 502.
+//! - **Circuit breaker.** Per source, see [`breaker`]: while it is open an attempt
+//!   is refused without touching the upstream - 503 with `Retry-After` (whole
+//!   seconds until the next probe), or `skipped` for an optional source not yet
+//!   called.
 //!
 //! - **Slot.** An attempt first takes one of the source's `MAX_CONCURRENCY` slots,
 //!   waiting at most `MAX_CONCURRENCY_WAIT` (else 503 with `Retry-After`). The slot
@@ -44,6 +48,7 @@
 //! carries the per-attempt telemetry.
 
 mod attempt;
+pub mod breaker;
 mod source;
 
 use std::collections::HashSet;
@@ -59,6 +64,7 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use self::attempt::AttemptTelemetry;
+use self::breaker::BreakerSettings;
 use self::source::{Source, SourcePlan};
 use crate::config::{SourceSettings, UpstreamSettings};
 use crate::metrics::Metrics;
@@ -96,6 +102,15 @@ pub enum EnrichmentError {
         "the upstream failed {attempts} time(s) and the retry budget is spent; last failure: {last}"
     )]
     RetryBudgetExhausted { attempts: u32, last: String },
+    /// The source's circuit breaker is open; `attempts` were made before it opened.
+    #[error(
+        "the upstream is failing and its circuit breaker is open; next probe in {} s",
+        seconds(.retry_after)
+    )]
+    CircuitOpen {
+        retry_after: Duration,
+        attempts: u32,
+    },
     #[error("the upstream refused the request with status {status}")]
     Rejected { status: StatusCode },
     #[error("the upstream answer is not a JSON object")]
@@ -120,6 +135,7 @@ impl EnrichmentError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             EnrichmentError::Busy { waited } => Some(*waited),
+            EnrichmentError::CircuitOpen { retry_after, .. } => Some(*retry_after),
             EnrichmentError::Source { error, .. } => error.retry_after(),
             _ => None,
         }
@@ -129,7 +145,7 @@ impl EnrichmentError {
     /// 504 over 503 (see the module's documentation).
     fn severity(&self) -> u8 {
         match self {
-            EnrichmentError::Busy { .. } => 1,
+            EnrichmentError::Busy { .. } | EnrichmentError::CircuitOpen { .. } => 1,
             EnrichmentError::DeadlineExceeded { .. } => 2,
             EnrichmentError::RetriesExhausted { .. }
             | EnrichmentError::RetryBudgetExhausted { .. }
@@ -220,6 +236,13 @@ impl EnrichmentClient {
                     deadline: settings.deadline,
                     retry_budget_ratio: settings.retry_budget_ratio,
                     retry_budget_min_per_second: settings.retry_budget_min_per_second,
+                    breaker: BreakerSettings {
+                        failure_ratio: settings.circuit_breaker_failure_ratio,
+                        min_calls: settings.circuit_breaker_min_calls,
+                        window: settings.circuit_breaker_window,
+                        open_for: settings.circuit_breaker_open_duration,
+                        half_open_probes: settings.circuit_breaker_half_open_probes,
+                    },
                 }
             })
             .collect();
@@ -302,7 +325,10 @@ impl EnrichmentClient {
                     SourceStatus::Ok
                 }
                 Err(error) => {
-                    let status = SourceStatus::Failed;
+                    let status = match error {
+                        EnrichmentError::CircuitOpen { attempts: 0, .. } => SourceStatus::Skipped,
+                        _ => SourceStatus::Failed,
+                    };
                     if source.required
                         && failure
                             .as_ref()

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tower::retry::budget::{Budget, TpsBudget};
 
 use super::attempt::{AttemptError, Target, attempt};
+use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
 use super::{EnrichmentError, MAX_BACKOFF, later};
 use crate::config::RETRY_BUDGET_WINDOW;
 use crate::metrics::Metrics;
@@ -31,6 +32,7 @@ pub(super) struct SourcePlan {
     pub deadline: Duration,
     pub retry_budget_ratio: f32,
     pub retry_budget_min_per_second: u32,
+    pub breaker: BreakerSettings,
 }
 
 enum SlotError {
@@ -51,6 +53,7 @@ pub(super) struct Source {
     slots: Semaphore,
     /// Every call deposits, every retry withdraws (tower's, after Finagle's).
     retry_budget: TpsBudget,
+    breaker: CircuitBreaker,
     metrics: Metrics,
 }
 
@@ -61,6 +64,31 @@ impl Source {
             .jitter(Jitter::Bounded)
             .base(2)
             .build_with_max_retries(plan.max_retries);
+        metrics
+            .circuit_state
+            .with_label_values(&[plan.name.as_str()])
+            .set(BreakerState::Closed.gauge());
+        let on_transition = {
+            let (name, metrics) = (plan.name.clone(), metrics.clone());
+            Box::new(move |from: BreakerState, to: BreakerState| {
+                metrics
+                    .circuit_state
+                    .with_label_values(&[name.as_str()])
+                    .set(to.gauge());
+                metrics
+                    .circuit_transitions
+                    .with_label_values(&[name.as_str(), to.as_str()])
+                    .inc();
+                if to == BreakerState::Open {
+                    tracing::warn!(source = %name, from = from.as_str(), to = to.as_str(),
+                        "circuit breaker state changed");
+                } else {
+                    tracing::info!(source = %name, from = from.as_str(), to = to.as_str(),
+                        "circuit breaker state changed");
+                }
+            })
+        };
+        let breaker = CircuitBreaker::new(plan.breaker, Instant::now(), on_transition);
         Self {
             name: plan.name,
             required: plan.required,
@@ -79,6 +107,7 @@ impl Source {
                 plan.retry_budget_min_per_second,
                 plan.retry_budget_ratio,
             ),
+            breaker,
             metrics,
         }
     }
@@ -103,6 +132,19 @@ impl Source {
         let mut last = String::from("the upstream had not answered");
         self.retry_budget.deposit();
         let result = loop {
+            let permit = match self.breaker.try_acquire(Instant::now()) {
+                Ok(permit) => permit,
+                Err(retry_after) => {
+                    self.metrics
+                        .circuit_rejected
+                        .with_label_values(&[self.name.as_str()])
+                        .inc();
+                    break Err(EnrichmentError::CircuitOpen {
+                        retry_after,
+                        attempts,
+                    });
+                }
+            };
             let slot = match self.take_slot(deadline).await {
                 Ok(slot) => slot,
                 Err(SlotError::Busy) => {
@@ -118,6 +160,11 @@ impl Source {
             }
             let outcome = attempt(&target, body, deadline).await;
             drop(slot);
+            let failed = matches!(
+                outcome,
+                Err(AttemptError::Transient { .. } | AttemptError::OutOfTime)
+            );
+            permit.record(failed, Instant::now());
             let retry_after = match outcome {
                 Ok(enrichment) => break Ok(enrichment),
                 Err(AttemptError::Final(error)) => break Err(error),

@@ -2,7 +2,7 @@
 //! values, a full outage (retry budget and circuit breaker), identical requests in
 //! flight at once (coalescing) and the optional answer cache.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
@@ -93,7 +93,12 @@ async fn a_garbage_retry_after_is_ignored_and_the_normal_backoff_applies() {
 /// calls (800); the budget allows 20 % of first attempts plus its floor.
 #[tokio::test]
 async fn in_a_full_outage_the_retry_budget_bounds_upstream_calls_to_1_2_per_request() {
-    let app = spawn_app_with(|settings| settings.upstream.max_retries = 3).await;
+    let app = spawn_app_with(|settings| {
+        settings.upstream.max_retries = 3;
+        // The breaker would stop the calls first; this test is about the budget.
+        settings.upstream.circuit_breaker_min_calls = 0;
+    })
+    .await;
     app.upstream_answers(ResponseTemplate::new(503)).await;
 
     let statuses = send_distinct(&app, 200).await;
@@ -109,4 +114,76 @@ async fn in_a_full_outage_the_retry_budget_bounds_upstream_calls_to_1_2_per_requ
         metrics.contains(r#"enricher_retry_budget_exhausted_total{source="default"}"#),
         "{metrics}"
     );
+}
+
+/// A full outage with the default breaker (20 calls, 50 %), open for 2 s: the
+/// breaker opens, requests are refused without calls (503 + Retry-After), and
+/// once the upstream is back a half-open probe succeeds and closes it.
+#[tokio::test]
+async fn in_a_full_outage_the_breaker_opens_stops_the_calls_and_closes_after_recovery() {
+    let app = spawn_app_with(|settings| {
+        settings.upstream.circuit_breaker_open_duration = Duration::from_secs(2);
+    })
+    .await;
+    app.upstream_answers(ResponseTemplate::new(503)).await;
+
+    let statuses = send_distinct(&app, 200).await;
+
+    let calls = app.upstream_requests().await.len();
+    assert!(
+        statuses.iter().all(|status| [502, 503].contains(status)),
+        "{statuses:?}"
+    );
+    // Each request that reached the upstream cost at least one call: far fewer
+    // calls than requests means the breaker refused the rest.
+    assert!(calls < 100, "{calls} upstream calls for 200 requests");
+    assert!(calls <= 240 + BUDGET_FLOOR);
+    let refused = app.post_users(README_EXAMPLE).await;
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After: {retry_after}");
+    let problem = assert_problem(refused, 503).await;
+    assert_eq!(problem["type"], "/problems/upstream-circuit-open");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"enricher_circuit_state{source="default"} 1"#),
+        "{metrics}"
+    );
+
+    app.upstream.reset().await;
+    app.upstream_answers(json_answer(json!({"back": true})))
+        .await;
+    let recovered = poll_until_ok(&app, Duration::from_secs(15)).await;
+    assert!(
+        recovered,
+        "no request succeeded after the upstream recovered"
+    );
+
+    assert_eq!(app.post_users(README_EXAMPLE).await.status(), 200);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for expected in [
+        r#"enricher_circuit_state{source="default"} 0"#,
+        r#"enricher_circuit_transitions_total{source="default",state="half_open"}"#,
+        r#"enricher_circuit_transitions_total{source="default",state="closed"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from\n{metrics}"
+        );
+    }
+}
+
+/// Sends the example every 50 ms until one is answered 200, at most `patience`.
+async fn poll_until_ok(app: &TestApp, patience: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        if app.post_users(README_EXAMPLE).await.status() == 200 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

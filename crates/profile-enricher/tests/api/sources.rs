@@ -205,3 +205,37 @@ async fn the_answer_schema_documents_sources() {
         json!(["ok", "failed", "skipped"])
     );
 }
+
+#[tokio::test]
+async fn an_optional_source_whose_breaker_is_open_is_skipped_without_a_call() {
+    let servers = [
+        source(json_answer(json!({"a": 1}))).await,
+        source(json_answer(json!({"b": 2}))).await,
+        source(ResponseTemplate::new(500)).await,
+    ];
+    let sources = vec![
+        declared("geo", &servers[0].0, true),
+        declared("risk", &servers[1].0, true),
+        declared("ads", &servers[2].0, false),
+    ];
+    let app = spawn_app_with(move |settings| {
+        settings.upstream.sources = sources;
+        // ads' 4 failed attempts of the first request open its breaker.
+        settings.upstream.circuit_breaker_min_calls = 4;
+    })
+    .await;
+    let first: Value = app.post_users(README_EXAMPLE).await.json().await.unwrap();
+    assert_eq!(first["sources"]["ads"], "failed");
+    let ads_calls = servers[2].1.lock().unwrap().len();
+
+    let response = app.post_users(README_EXAMPLE).await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["sources"],
+        json!({"geo": "ok", "risk": "ok", "ads": "skipped"})
+    );
+    assert_eq!(body["enrichment"], json!({"a": 1, "b": 2}));
+    assert_eq!(servers[2].1.lock().unwrap().len(), ads_calls);
+}
