@@ -94,6 +94,12 @@ pub struct UpstreamSettings {
     /// Probes let through at once while half-open.
     #[serde(deserialize_with = "number")]
     pub circuit_breaker_half_open_probes: u32,
+    /// Seconds a source's successful answer to a body is reused; 0 = no cache.
+    #[serde(rename = "enrichment_cache_ttl", deserialize_with = "seconds")]
+    pub enrichment_cache_ttl: Duration,
+    /// Bodies whose answers each source's cache holds at most.
+    #[serde(deserialize_with = "number")]
+    pub enrichment_cache_max_entries: u64,
     /// `ENRICHMENT_SOURCES` and each source's `SOURCE_<NAME>_*` variables; empty
     /// means one source, `EXTERNAL_API_URL`, and today's answer.
     #[serde(skip)]
@@ -163,6 +169,8 @@ fn read(variables: Option<config::Map<String, String>>) -> anyhow::Result<Settin
         .set_default("circuit_breaker_window", "10")?
         .set_default("circuit_breaker_open_duration", "5")?
         .set_default("circuit_breaker_half_open_probes", "3")?
+        .set_default("enrichment_cache_ttl", "0")?
+        .set_default("enrichment_cache_max_entries", "10000")?
         .set_default("http_head_timeout", "10")?
         .set_default("http_body_timeout", "30")?
         .set_default("http_keep_alive", "60")?
@@ -292,6 +300,7 @@ impl Settings {
                 "CIRCUIT_BREAKER_OPEN_DURATION",
                 upstream.circuit_breaker_open_duration,
             ),
+            ("ENRICHMENT_CACHE_TTL", upstream.enrichment_cache_ttl),
         ] {
             ensure!(
                 value <= MAX_WAIT,
@@ -324,6 +333,10 @@ impl Settings {
         ensure!(
             upstream.circuit_breaker_half_open_probes >= 1,
             "CIRCUIT_BREAKER_HALF_OPEN_PROBES must be at least 1"
+        );
+        ensure!(
+            upstream.enrichment_cache_max_entries >= 1,
+            "ENRICHMENT_CACHE_MAX_ENTRIES must be at least 1"
         );
         for source in &upstream.sources {
             let variable =
@@ -423,6 +436,8 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(settings.upstream.circuit_breaker_half_open_probes, 3);
+        assert_eq!(settings.upstream.enrichment_cache_ttl, Duration::ZERO);
+        assert_eq!(settings.upstream.enrichment_cache_max_entries, 10_000);
         assert_eq!(settings.http.head_timeout, Duration::from_secs(10));
         assert_eq!(settings.http.body_timeout, Duration::from_secs(30));
         assert_eq!(settings.http.keep_alive, Duration::from_secs(60));
@@ -458,6 +473,9 @@ mod tests {
             ("CIRCUIT_BREAKER_WINDOW", "0"),
             ("CIRCUIT_BREAKER_OPEN_DURATION", "1e9"),
             ("CIRCUIT_BREAKER_HALF_OPEN_PROBES", "0"),
+            ("ENRICHMENT_CACHE_TTL", "-1"),
+            ("ENRICHMENT_CACHE_TTL", "86401"),
+            ("ENRICHMENT_CACHE_MAX_ENTRIES", "0"),
         ] {
             assert!(with(&[(key, value)]).is_err(), "{key}={value}");
         }

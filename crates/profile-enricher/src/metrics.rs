@@ -35,6 +35,8 @@ pub struct Metrics {
     pub circuit_state: IntGaugeVec,
     pub circuit_transitions: IntCounterVec,
     pub circuit_rejected: IntCounterVec,
+    pub coalesced: IntCounterVec,
+    pub cache_hits: IntCounterVec,
 }
 
 impl Metrics {
@@ -104,6 +106,20 @@ impl Metrics {
             ),
             &["source"],
         )?;
+        let coalesced = IntCounterVec::new(
+            Opts::new(
+                "enricher_coalesced_total",
+                "Source calls that joined an identical call already in flight",
+            ),
+            &["source"],
+        )?;
+        let cache_hits = IntCounterVec::new(
+            Opts::new(
+                "enricher_cache_hits_total",
+                "Source answers served from the cache (ENRICHMENT_CACHE_TTL)",
+            ),
+            &["source"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_attempts.clone()))?;
         registry.register(Box::new(upstream_retries.clone()))?;
@@ -114,6 +130,8 @@ impl Metrics {
         registry.register(Box::new(circuit_state.clone()))?;
         registry.register(Box::new(circuit_transitions.clone()))?;
         registry.register(Box::new(circuit_rejected.clone()))?;
+        registry.register(Box::new(coalesced.clone()))?;
+        registry.register(Box::new(cache_hits.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -126,6 +144,8 @@ impl Metrics {
             circuit_state,
             circuit_transitions,
             circuit_rejected,
+            coalesced,
+            cache_hits,
         })
     }
 

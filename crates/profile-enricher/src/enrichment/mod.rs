@@ -23,6 +23,13 @@
 //!   is refused without touching the upstream - 503 with `Retry-After` (whole
 //!   seconds until the next probe), or `skipped` for an optional source not yet
 //!   called.
+//! - **Coalescing.** Calls of one source whose request bodies are byte for byte
+//!   the same, in flight at once, are one upstream call ([`coalesce`]); each caller
+//!   still waits at most until its own deadline, and shares the call's outcome,
+//!   failure included. Different bodies are never merged.
+//! - **Cache.** With `ENRICHMENT_CACHE_TTL` above 0 (default 0: off), a source's
+//!   successful answer to a body is reused for that many seconds (moka, at most
+//!   `ENRICHMENT_CACHE_MAX_ENTRIES` bodies per source).
 //!
 //! - **Slot.** An attempt first takes one of the source's `MAX_CONCURRENCY` slots,
 //!   waiting at most `MAX_CONCURRENCY_WAIT` (else 503 with `Retry-After`). The slot
@@ -49,6 +56,7 @@
 
 mod attempt;
 pub mod breaker;
+pub mod coalesce;
 mod source;
 
 use std::collections::HashSet;
@@ -243,6 +251,8 @@ impl EnrichmentClient {
                         open_for: settings.circuit_breaker_open_duration,
                         half_open_probes: settings.circuit_breaker_half_open_probes,
                     },
+                    cache_ttl: settings.enrichment_cache_ttl,
+                    cache_max_entries: settings.enrichment_cache_max_entries,
                 }
             })
             .collect();
@@ -302,7 +312,7 @@ impl EnrichmentClient {
         let calls = self
             .sources
             .iter()
-            .map(|source| source.call(&body, deadline));
+            .map(|source| source.enrich(&body, deadline));
         let outcomes = futures::future::join_all(calls).await;
         let enrichment = self.combine(outcomes)?;
         tracing::info!("profile enriched");

@@ -11,8 +11,11 @@ use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tower::retry::budget::{Budget, TpsBudget};
 
+use futures::FutureExt;
+
 use super::attempt::{AttemptError, Target, attempt};
 use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
+use super::coalesce::{Coalescer, Role};
 use super::{EnrichmentError, MAX_BACKOFF, later};
 use crate::config::RETRY_BUDGET_WINDOW;
 use crate::metrics::Metrics;
@@ -33,7 +36,15 @@ pub(super) struct SourcePlan {
     pub retry_budget_ratio: f32,
     pub retry_budget_min_per_second: u32,
     pub breaker: BreakerSettings,
+    /// `ENRICHMENT_CACHE_TTL`; zero means no cache.
+    pub cache_ttl: Duration,
+    pub cache_max_entries: u64,
 }
+
+type Outcome = Result<Arc<RawValue>, EnrichmentError>;
+
+/// Successful answers by request body, for `ENRICHMENT_CACHE_TTL`.
+type AnswerCache = moka::future::Cache<Arc<[u8]>, Arc<RawValue>>;
 
 enum SlotError {
     Busy,
@@ -54,6 +65,8 @@ pub(super) struct Source {
     /// Every call deposits, every retry withdraws (tower's, after Finagle's).
     retry_budget: TpsBudget,
     breaker: CircuitBreaker,
+    in_flight: Coalescer<Outcome>,
+    cache: Option<AnswerCache>,
     metrics: Metrics,
 }
 
@@ -89,6 +102,12 @@ impl Source {
             })
         };
         let breaker = CircuitBreaker::new(plan.breaker, Instant::now(), on_transition);
+        let cache = (!plan.cache_ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(plan.cache_max_entries)
+                .time_to_live(plan.cache_ttl)
+                .build()
+        });
         Self {
             name: plan.name,
             required: plan.required,
@@ -108,7 +127,50 @@ impl Source {
                 plan.retry_budget_ratio,
             ),
             breaker,
+            in_flight: Coalescer::new(),
+            cache,
             metrics,
+        }
+    }
+
+    /// This source's answer to `body`: from the cache when it is on and holds one,
+    /// else from the call in flight for the same body, else from a new call. Each
+    /// caller waits at most until its own `deadline`.
+    pub(super) async fn enrich(self: &Arc<Self>, body: &[u8], deadline: Instant) -> Outcome {
+        if let Some(cache) = &self.cache {
+            if let Some(answer) = cache.get(body).await {
+                self.metrics
+                    .cache_hits
+                    .with_label_values(&[self.name.as_str()])
+                    .inc();
+                return Ok(answer);
+            }
+        }
+        let (call, role) = self.in_flight.join_or_start(body, || {
+            let (source, body) = (Arc::clone(self), Arc::<[u8]>::from(body));
+            async move {
+                let outcome = source.call(&body, deadline).await;
+                // Cached before the call leaves the in-flight map, so that no
+                // caller in between misses both.
+                if let (Some(cache), Ok(answer)) = (&source.cache, &outcome) {
+                    cache.insert(body, Arc::clone(answer)).await;
+                }
+                outcome
+            }
+            .boxed()
+        });
+        if role == Role::Follower {
+            self.metrics
+                .coalesced
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+        }
+        match tokio::time::timeout_at(deadline.into(), call).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.out_of_time(
+                0,
+                String::from("an identical call in flight had not answered"),
+            )),
         }
     }
 

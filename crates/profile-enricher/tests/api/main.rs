@@ -2,6 +2,7 @@
 
 mod auth;
 mod binary;
+mod coalescing;
 mod dummy_enrich;
 mod health;
 mod helpers;
