@@ -482,6 +482,26 @@ mod tests {
     }
 
     #[test]
+    fn the_values_in_env_example_are_the_defaults() {
+        let pairs: Vec<(&str, &str)> = include_str!("../../../.env.example")
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .collect();
+        assert!(
+            pairs
+                .iter()
+                .any(|(key, _)| *key == "CIRCUIT_BREAKER_MIN_CALLS")
+        );
+        let documented = with(&pairs).unwrap();
+        let defaults = with(&[]).unwrap();
+        assert_eq!(
+            format!("{:?}", documented.upstream),
+            format!("{:?}", defaults.upstream)
+        );
+    }
+
+    #[test]
     fn without_enrichment_sources_there_is_the_one_source_of_today() {
         assert!(with(&[]).unwrap().upstream.sources.is_empty());
         assert!(

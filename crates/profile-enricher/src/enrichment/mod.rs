@@ -193,6 +193,17 @@ impl Serialize for SourceStatuses {
     }
 }
 
+/// `geo=ok risk=ok ads=failed`, for the logs.
+impl std::fmt::Display for SourceStatuses {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, (name, status)) in self.0.iter().enumerate() {
+            let separator = if index == 0 { "" } else { " " };
+            write!(formatter, "{separator}{name}={}", status.as_str())?;
+        }
+        Ok(())
+    }
+}
+
 /// What the sources answered for one profile.
 pub struct Enrichment {
     /// One source's object verbatim, or several merged.
@@ -315,7 +326,10 @@ impl EnrichmentClient {
             .map(|source| source.enrich(&body, deadline));
         let outcomes = futures::future::join_all(calls).await;
         let enrichment = self.combine(outcomes)?;
-        tracing::info!("profile enriched");
+        match &enrichment.sources {
+            Some(statuses) => tracing::info!(sources = %statuses, "profile enriched"),
+            None => tracing::info!("profile enriched"),
+        }
         Ok(enrichment)
     }
 
@@ -489,6 +503,7 @@ mod tests {
             serde_json::to_string(&statuses).unwrap(),
             r#"{"zeta":"ok","alpha":"failed","mid":"skipped"}"#
         );
+        assert_eq!(statuses.to_string(), "zeta=ok alpha=failed mid=skipped");
     }
 
     #[test]
