@@ -1,4 +1,5 @@
-//! One named upstream: its slots and its retry loop.
+//! One named upstream: its cache, its in-flight calls, and for each call the retry
+//! loop with its slots, retry budget and circuit breaker (see the parent module).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
