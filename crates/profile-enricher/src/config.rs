@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::ensure;
+use anyhow::{Context, ensure};
 use reqwest::Url;
 use serde::{Deserialize, Deserializer};
 use service_kit::http::ApiTokens;
@@ -13,27 +13,43 @@ use service_kit::settings::{self, HttpSettings, Variables, number, seconds};
 /// overflow a `Duration`.
 const MAX_BACKOFF_BASE: Duration = Duration::from_secs(3600);
 
-#[derive(Debug, Clone, Deserialize)]
+/// The sliding window over which the retry budget counts first attempts and retries.
+pub const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+/// Timeouts, deadlines and waits above a day are surely a unit mistake; bounding
+/// them keeps every `Instant + duration` far from the clock's end.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone)]
 pub struct Settings {
-    #[serde(rename = "enricher_host")]
     pub host: String,
-    #[serde(rename = "enricher_port", deserialize_with = "number")]
     pub port: u16,
     /// Reported by `/health`, so operators can tell deployments apart.
     pub env: String,
     /// `None` means the service's own `/dummy-enrich`, whose port is known only once bound.
-    #[serde(default, deserialize_with = "optional_url")]
     pub external_api_url: Option<Url>,
-    #[serde(flatten)]
     pub upstream: UpstreamSettings,
-    /// Read on its own (see [`settings::Source::get`]).
-    #[serde(skip)]
     pub http: HttpSettings,
-    #[serde(default)]
     pub api_tokens: ApiTokens,
 }
 
-/// How the enrichment client treats the upstream; see `enrichment.rs` for the policy.
+/// The variables of the service itself; the others are read as their own
+/// structs, so that an error names its variable.
+#[derive(Deserialize)]
+struct Own {
+    enricher_host: String,
+    #[serde(deserialize_with = "number")]
+    enricher_port: u16,
+    env: String,
+    #[serde(default, deserialize_with = "optional_url")]
+    external_api_url: Option<Url>,
+    #[serde(default)]
+    api_tokens: ApiTokens,
+}
+
+/// How the enrichment client treats its upstreams; see `enrichment` for the policy.
+/// The single-source variables (`EXTERNAL_API_*`, `MAX_*`) are also every declared
+/// source's defaults.
 #[derive(Debug, Clone, Deserialize)]
 pub struct UpstreamSettings {
     #[serde(rename = "external_api_timeout", deserialize_with = "seconds")]
@@ -48,6 +64,73 @@ pub struct UpstreamSettings {
     pub max_concurrency_wait: Duration,
     #[serde(rename = "external_api_deadline", deserialize_with = "seconds")]
     pub deadline: Duration,
+    /// Retries may add at most this share of first attempts (per source, over
+    /// [`RETRY_BUDGET_WINDOW`]), on top of the floor below.
+    #[serde(deserialize_with = "number")]
+    pub retry_budget_ratio: f32,
+    /// Retries allowed per second whatever the ratio says, so that a quiet source
+    /// may still be retried.
+    #[serde(deserialize_with = "number")]
+    pub retry_budget_min_per_second: u32,
+    /// A source's breaker opens when at least this share of the attempts in its
+    /// window failed...
+    #[serde(deserialize_with = "number")]
+    pub circuit_breaker_failure_ratio: f64,
+    /// ...and the window holds at least this many attempts (0 = no breaker).
+    #[serde(deserialize_with = "number")]
+    pub circuit_breaker_min_calls: u32,
+    #[serde(deserialize_with = "seconds")]
+    pub circuit_breaker_window: Duration,
+    /// How long an open breaker refuses every attempt before it lets probes through.
+    #[serde(deserialize_with = "seconds")]
+    pub circuit_breaker_open_duration: Duration,
+    /// Probes let through at once while half-open.
+    #[serde(deserialize_with = "number")]
+    pub circuit_breaker_half_open_probes: u32,
+    /// Seconds a source's successful answer to a body is reused; 0 = no cache.
+    #[serde(rename = "enrichment_cache_ttl", deserialize_with = "seconds")]
+    pub enrichment_cache_ttl: Duration,
+    /// Bodies whose answers each source's cache holds at most.
+    #[serde(deserialize_with = "number")]
+    pub enrichment_cache_max_entries: u64,
+    /// `ENRICHMENT_SOURCES` and each source's `SOURCE_<NAME>_*` variables; empty
+    /// means one source, `EXTERNAL_API_URL`, and today's answer.
+    #[serde(skip)]
+    pub sources: Vec<SourceSettings>,
+}
+
+/// One named source of `ENRICHMENT_SOURCES`. An unset value falls back to the
+/// single-source variable of the same meaning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSettings {
+    /// Lower-case letters, digits and `_`, starting with a letter; the key of the
+    /// answer's `sources` and the `<NAME>` of its variables (in upper case).
+    pub name: String,
+    /// `SOURCE_<NAME>_URL`, else `EXTERNAL_API_URL` (else our own `/dummy-enrich`).
+    pub url: Option<Url>,
+    /// `SOURCE_<NAME>_TIMEOUT`, else `EXTERNAL_API_TIMEOUT`.
+    pub attempt_timeout: Option<Duration>,
+    /// `SOURCE_<NAME>_MAX_RETRIES`, else `MAX_RETRIES`.
+    pub max_retries: Option<u32>,
+    /// `SOURCE_<NAME>_MAX_CONCURRENCY`, else `MAX_CONCURRENCY`.
+    pub max_concurrency: Option<usize>,
+    /// `SOURCE_<NAME>_REQUIRED` (default true): whether the source's failure fails
+    /// the request, or only marks it `"failed"` in the answer.
+    pub required: bool,
+}
+
+impl SourceSettings {
+    /// A required source with every value from the single-source variables.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            url: None,
+            attempt_timeout: None,
+            max_retries: None,
+            max_concurrency: None,
+            required: true,
+        }
+    }
 }
 
 /// Reads the settings from the process environment.
@@ -72,13 +155,111 @@ fn read(variables: Variables) -> anyhow::Result<Settings> {
         ("max_concurrency", "8"),
         ("max_concurrency_wait", "2"),
         ("external_api_deadline", "15"),
+        ("retry_budget_ratio", "0.2"),
+        ("retry_budget_min_per_second", "3"),
+        ("circuit_breaker_failure_ratio", "0.5"),
+        ("circuit_breaker_min_calls", "20"),
+        ("circuit_breaker_window", "10"),
+        ("circuit_breaker_open_duration", "5"),
+        ("circuit_breaker_half_open_probes", "3"),
+        ("enrichment_cache_ttl", "0"),
+        ("enrichment_cache_max_entries", "10000"),
     ];
     defaults.extend(HttpSettings::DEFAULTS);
     let source = settings::read(&defaults, variables)?;
-    let mut settings: Settings = source.get()?;
-    settings.http = source.get()?;
+    let own: Own = source.get()?;
+    let mut upstream: UpstreamSettings = source.get()?;
+    upstream.sources = declared_sources(&source)?;
+    let settings = Settings {
+        host: own.enricher_host,
+        port: own.enricher_port,
+        env: own.env,
+        external_api_url: own.external_api_url,
+        upstream,
+        http: source.get()?,
+        api_tokens: own.api_tokens,
+    };
     settings.check()?;
     Ok(settings)
+}
+
+/// `ENRICHMENT_SOURCES=geo,risk` and, per name, `SOURCE_GEO_URL`, `..._TIMEOUT`,
+/// `..._MAX_RETRIES`, `..._MAX_CONCURRENCY`, `..._REQUIRED`. Each error names its
+/// variable.
+fn declared_sources(source: &settings::Source) -> anyhow::Result<Vec<SourceSettings>> {
+    let Some(list) = source.text("enrichment_sources") else {
+        return Ok(Vec::new());
+    };
+    let mut sources: Vec<SourceSettings> = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let name = name.to_ascii_lowercase();
+        ensure!(
+            is_source_name(&name),
+            "ENRICHMENT_SOURCES: `{name}` is not a source name (letters, digits and `_`, \
+             starting with a letter, at most 32)"
+        );
+        ensure!(
+            sources.iter().all(|source| source.name != name),
+            "ENRICHMENT_SOURCES: `{name}` is declared twice"
+        );
+        let variable = |suffix: &str| format!("source_{name}_{suffix}");
+        let value = |suffix: &str| source.text(&variable(suffix));
+        let named = |suffix: &str| variable(suffix).to_ascii_uppercase();
+        let mut source = SourceSettings::named(&name);
+        if let Some(url) = value("url") {
+            source.url = Some(Url::parse(&url).with_context(|| named("url"))?);
+        }
+        if let Some(timeout) = value("timeout") {
+            source.attempt_timeout = Some(
+                settings::parse_seconds(&timeout)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| named("timeout"))?,
+            );
+        }
+        if let Some(retries) = value("max_retries") {
+            source.max_retries = Some(
+                settings::parse_number(&retries)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| named("max_retries"))?,
+            );
+        }
+        if let Some(slots) = value("max_concurrency") {
+            source.max_concurrency = Some(
+                settings::parse_number(&slots)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| named("max_concurrency"))?,
+            );
+        }
+        if let Some(required) = value("required") {
+            source.required = parse_flag(&required).with_context(|| named("required"))?;
+        }
+        sources.push(source);
+    }
+    if let [only] = sources.as_slice() {
+        ensure!(
+            only.required,
+            "SOURCE_{}_REQUIRED=false needs a second source in ENRICHMENT_SOURCES: \
+             the one source is always required",
+            only.name.to_ascii_uppercase()
+        );
+    }
+    Ok(sources)
+}
+
+fn is_source_name(name: &str) -> bool {
+    name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn parse_flag(text: &str) -> anyhow::Result<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => anyhow::bail!("`{text}` is not true or false"),
+    }
 }
 
 impl Settings {
@@ -96,11 +277,70 @@ impl Settings {
             !upstream.deadline.is_zero(),
             "EXTERNAL_API_DEADLINE must be positive"
         );
+        for (variable, value) in [
+            ("EXTERNAL_API_TIMEOUT", upstream.attempt_timeout),
+            ("EXTERNAL_API_DEADLINE", upstream.deadline),
+            ("MAX_CONCURRENCY_WAIT", upstream.max_concurrency_wait),
+            ("CIRCUIT_BREAKER_WINDOW", upstream.circuit_breaker_window),
+            (
+                "CIRCUIT_BREAKER_OPEN_DURATION",
+                upstream.circuit_breaker_open_duration,
+            ),
+            ("ENRICHMENT_CACHE_TTL", upstream.enrichment_cache_ttl),
+        ] {
+            ensure!(
+                value <= MAX_WAIT,
+                "{variable} must be at most {} seconds",
+                MAX_WAIT.as_secs()
+            );
+        }
         ensure!(
             upstream.backoff_base <= MAX_BACKOFF_BASE,
             "BACKOFF_BASE must be at most {} seconds",
             MAX_BACKOFF_BASE.as_secs()
         );
+        ensure!(
+            (0.0..=1.0).contains(&upstream.retry_budget_ratio),
+            "RETRY_BUDGET_RATIO must be between 0 and 1"
+        );
+        ensure!(
+            upstream.retry_budget_min_per_second <= 1_000_000,
+            "RETRY_BUDGET_MIN_PER_SECOND must be at most 1000000"
+        );
+        ensure!(
+            upstream.circuit_breaker_failure_ratio > 0.0
+                && upstream.circuit_breaker_failure_ratio <= 1.0,
+            "CIRCUIT_BREAKER_FAILURE_RATIO must be above 0 and at most 1"
+        );
+        ensure!(
+            upstream.circuit_breaker_window >= Duration::from_millis(10),
+            "CIRCUIT_BREAKER_WINDOW must be at least 0.01 seconds"
+        );
+        ensure!(
+            upstream.circuit_breaker_half_open_probes >= 1,
+            "CIRCUIT_BREAKER_HALF_OPEN_PROBES must be at least 1"
+        );
+        ensure!(
+            upstream.enrichment_cache_max_entries >= 1,
+            "ENRICHMENT_CACHE_MAX_ENTRIES must be at least 1"
+        );
+        for source in &upstream.sources {
+            let variable =
+                |suffix: &str| format!("SOURCE_{}_{suffix}", source.name.to_ascii_uppercase());
+            if let Some(timeout) = source.attempt_timeout {
+                ensure!(
+                    !timeout.is_zero() && timeout <= MAX_WAIT,
+                    "{} must be positive and at most {} seconds",
+                    variable("TIMEOUT"),
+                    MAX_WAIT.as_secs()
+                );
+            }
+            ensure!(
+                source.max_concurrency != Some(0),
+                "{} must be at least 1",
+                variable("MAX_CONCURRENCY")
+            );
+        }
         Ok(())
     }
 }
@@ -145,6 +385,21 @@ mod tests {
             Duration::from_secs(2)
         );
         assert_eq!(settings.upstream.deadline, Duration::from_secs(15));
+        assert_eq!(settings.upstream.retry_budget_ratio, 0.2);
+        assert_eq!(settings.upstream.retry_budget_min_per_second, 3);
+        assert_eq!(settings.upstream.circuit_breaker_failure_ratio, 0.5);
+        assert_eq!(settings.upstream.circuit_breaker_min_calls, 20);
+        assert_eq!(
+            settings.upstream.circuit_breaker_window,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            settings.upstream.circuit_breaker_open_duration,
+            Duration::from_secs(5)
+        );
+        assert_eq!(settings.upstream.circuit_breaker_half_open_probes, 3);
+        assert_eq!(settings.upstream.enrichment_cache_ttl, Duration::ZERO);
+        assert_eq!(settings.upstream.enrichment_cache_max_entries, 10_000);
         assert_eq!(settings.http.head_timeout, Duration::from_secs(10));
         assert_eq!(settings.http.body_timeout, Duration::from_secs(30));
         assert_eq!(settings.http.keep_alive, Duration::from_secs(60));
@@ -168,8 +423,136 @@ mod tests {
             ("MAX_CONCURRENCY", "0"),
             ("MAX_RETRIES", "-2"),
             ("EXTERNAL_API_URL", "not a url"),
+            ("EXTERNAL_API_DEADLINE", "1e15"),
+            ("MAX_CONCURRENCY_WAIT", "86401"),
+            ("RETRY_BUDGET_RATIO", "1.5"),
+            ("RETRY_BUDGET_RATIO", "NaN"),
+            ("RETRY_BUDGET_RATIO", "-0.1"),
+            ("RETRY_BUDGET_MIN_PER_SECOND", "-1"),
+            ("CIRCUIT_BREAKER_FAILURE_RATIO", "0"),
+            ("CIRCUIT_BREAKER_FAILURE_RATIO", "1.01"),
+            ("CIRCUIT_BREAKER_MIN_CALLS", "many"),
+            ("CIRCUIT_BREAKER_WINDOW", "0"),
+            ("CIRCUIT_BREAKER_OPEN_DURATION", "1e9"),
+            ("CIRCUIT_BREAKER_HALF_OPEN_PROBES", "0"),
+            ("ENRICHMENT_CACHE_TTL", "-1"),
+            ("ENRICHMENT_CACHE_TTL", "86401"),
+            ("ENRICHMENT_CACHE_MAX_ENTRIES", "0"),
         ] {
             assert!(with(&[(key, value)]).is_err(), "{key}={value}");
+        }
+    }
+
+    #[test]
+    fn the_values_in_env_example_are_the_defaults() {
+        let pairs: Vec<(&str, &str)> = include_str!("../../../.env.example")
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .collect();
+        assert!(
+            pairs
+                .iter()
+                .any(|(key, _)| *key == "CIRCUIT_BREAKER_MIN_CALLS")
+        );
+        let documented = with(&pairs).unwrap();
+        let defaults = with(&[]).unwrap();
+        assert_eq!(
+            format!("{:?}", documented.upstream),
+            format!("{:?}", defaults.upstream)
+        );
+    }
+
+    #[test]
+    fn without_enrichment_sources_there_is_the_one_source_of_today() {
+        assert!(with(&[]).unwrap().upstream.sources.is_empty());
+        assert!(
+            with(&[("ENRICHMENT_SOURCES", " ")])
+                .unwrap()
+                .upstream
+                .sources
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn declared_sources_keep_their_order_and_fall_back_to_the_single_source_variables() {
+        let settings = with(&[
+            ("ENRICHMENT_SOURCES", "geo, Risk_2,ads"),
+            ("SOURCE_GEO_URL", "http://geo.example/enrich"),
+            ("SOURCE_GEO_TIMEOUT", "0.25"),
+            ("SOURCE_RISK_2_MAX_RETRIES", "0"),
+            ("SOURCE_RISK_2_MAX_CONCURRENCY", "2"),
+            ("SOURCE_ADS_REQUIRED", "false"),
+        ])
+        .unwrap();
+        let sources = &settings.upstream.sources;
+        let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["geo", "risk_2", "ads"]);
+        assert_eq!(
+            sources[0].url.as_ref().map(Url::as_str),
+            Some("http://geo.example/enrich")
+        );
+        assert_eq!(sources[0].attempt_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(sources[1].max_retries, Some(0));
+        assert_eq!(sources[1].max_concurrency, Some(2));
+        assert_eq!(sources[1].url, None);
+        assert!(sources[0].required && sources[1].required && !sources[2].required);
+    }
+
+    #[test]
+    fn nonsense_in_source_variables_is_refused_naming_the_variable() {
+        for (pairs, variable) in [
+            (
+                &[("ENRICHMENT_SOURCES", "geo,,risk")][..],
+                "ENRICHMENT_SOURCES",
+            ),
+            (&[("ENRICHMENT_SOURCES", "geo,geo")], "ENRICHMENT_SOURCES"),
+            (&[("ENRICHMENT_SOURCES", "geo-ip")], "ENRICHMENT_SOURCES"),
+            (&[("ENRICHMENT_SOURCES", "9geo")], "ENRICHMENT_SOURCES"),
+            (
+                &[("ENRICHMENT_SOURCES", "geo"), ("SOURCE_GEO_URL", "nope")],
+                "SOURCE_GEO_URL",
+            ),
+            (
+                &[("ENRICHMENT_SOURCES", "geo"), ("SOURCE_GEO_TIMEOUT", "0")],
+                "SOURCE_GEO_TIMEOUT",
+            ),
+            (
+                &[("ENRICHMENT_SOURCES", "geo"), ("SOURCE_GEO_TIMEOUT", "-1")],
+                "SOURCE_GEO_TIMEOUT",
+            ),
+            (
+                &[
+                    ("ENRICHMENT_SOURCES", "geo"),
+                    ("SOURCE_GEO_MAX_RETRIES", "x"),
+                ],
+                "SOURCE_GEO_MAX_RETRIES",
+            ),
+            (
+                &[
+                    ("ENRICHMENT_SOURCES", "geo"),
+                    ("SOURCE_GEO_MAX_CONCURRENCY", "0"),
+                ],
+                "SOURCE_GEO_MAX_CONCURRENCY",
+            ),
+            (
+                &[
+                    ("ENRICHMENT_SOURCES", "geo"),
+                    ("SOURCE_GEO_REQUIRED", "maybe"),
+                ],
+                "SOURCE_GEO_REQUIRED",
+            ),
+            (
+                &[
+                    ("ENRICHMENT_SOURCES", "geo"),
+                    ("SOURCE_GEO_REQUIRED", "false"),
+                ],
+                "SOURCE_GEO_REQUIRED",
+            ),
+        ] {
+            let error = format!("{:#}", with(pairs).unwrap_err());
+            assert!(error.contains(variable), "{pairs:?}: {error}");
         }
     }
 

@@ -28,16 +28,7 @@ impl ResponseError for ApiError {
             ApiError::Invalid(ParseError::Syntax(_)) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Enrichment(error) => match error {
-                EnrichmentError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                EnrichmentError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-                EnrichmentError::RetriesExhausted { .. }
-                | EnrichmentError::Rejected { .. }
-                | EnrichmentError::NotAnObject
-                | EnrichmentError::AnswerTooLarge
-                | EnrichmentError::Unrecoverable(_) => StatusCode::BAD_GATEWAY,
-                EnrichmentError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            ApiError::Enrichment(error) => enrichment_status(error),
             ApiError::Metrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -61,8 +52,9 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, header::HeaderValue::from_static(allow));
             }
-            ApiError::Enrichment(EnrichmentError::Busy { waited }) => {
-                headers.insert(header::RETRY_AFTER, retry_after(*waited));
+            ApiError::Enrichment(error) if error.retry_after().is_some() => {
+                let wait = error.retry_after().unwrap_or_default();
+                headers.insert(header::RETRY_AFTER, retry_after(wait));
             }
             _ => {}
         }
@@ -70,15 +62,36 @@ impl ResponseError for ApiError {
     }
 }
 
+fn enrichment_status(error: &EnrichmentError) -> StatusCode {
+    match error {
+        EnrichmentError::Busy { .. } | EnrichmentError::CircuitOpen { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        EnrichmentError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+        EnrichmentError::RetriesExhausted { .. }
+        | EnrichmentError::RetryBudgetExhausted { .. }
+        | EnrichmentError::Rejected { .. }
+        | EnrichmentError::NotAnObject
+        | EnrichmentError::AnswerTooLarge
+        | EnrichmentError::Unrecoverable(_) => StatusCode::BAD_GATEWAY,
+        EnrichmentError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        EnrichmentError::Source { error, .. } => enrichment_status(error),
+    }
+}
+
 fn enrichment_slug(error: &EnrichmentError) -> &'static str {
     match error {
         EnrichmentError::Busy { .. } => "upstream-busy",
+        EnrichmentError::CircuitOpen { .. } => "upstream-circuit-open",
         EnrichmentError::DeadlineExceeded { .. } => "upstream-deadline-exceeded",
-        EnrichmentError::RetriesExhausted { .. } => "upstream-retries-exhausted",
+        EnrichmentError::RetriesExhausted { .. } | EnrichmentError::RetryBudgetExhausted { .. } => {
+            "upstream-retries-exhausted"
+        }
         EnrichmentError::Rejected { .. } => "upstream-rejected",
         EnrichmentError::NotAnObject | EnrichmentError::AnswerTooLarge => "upstream-invalid-answer",
         EnrichmentError::Unrecoverable(_) => "upstream-unreachable",
         EnrichmentError::Encode(_) => "internal-error",
+        EnrichmentError::Source { error, .. } => enrichment_slug(error),
     }
 }
 

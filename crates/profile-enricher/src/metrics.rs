@@ -9,7 +9,8 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Buckets from 1 ms to ~16 s: slot waits and upstream calls live in that range.
@@ -25,6 +26,15 @@ pub struct Metrics {
     pub upstream_retries: IntCounter,
     pub slot_wait: Histogram,
     pub upstream_latency: Histogram,
+    /// Per source and request: `ok`, `failed` or `skipped`.
+    pub source_calls: IntCounterVec,
+    pub retry_budget_exhausted: IntCounterVec,
+    /// 0 closed, 1 open, 2 half-open.
+    pub circuit_state: IntGaugeVec,
+    pub circuit_transitions: IntCounterVec,
+    pub circuit_rejected: IntCounterVec,
+    pub coalesced: IntCounterVec,
+    pub cache_hits: IntCounterVec,
 }
 
 impl Metrics {
@@ -59,11 +69,67 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
+        let source_calls = IntCounterVec::new(
+            Opts::new(
+                "enricher_source_calls_total",
+                "Enrichments asked of each source, by how they went (ok, failed, skipped)",
+            ),
+            &["source", "status"],
+        )?;
+        let retry_budget_exhausted = IntCounterVec::new(
+            Opts::new(
+                "enricher_retry_budget_exhausted_total",
+                "Retries refused because the source's retry budget was spent",
+            ),
+            &["source"],
+        )?;
+        let circuit_state = IntGaugeVec::new(
+            Opts::new(
+                "enricher_circuit_state",
+                "Each source's circuit breaker: 0 closed, 1 open, 2 half-open",
+            ),
+            &["source"],
+        )?;
+        let circuit_transitions = IntCounterVec::new(
+            Opts::new(
+                "enricher_circuit_transitions_total",
+                "Circuit breaker changes of state, by source and new state",
+            ),
+            &["source", "state"],
+        )?;
+        let circuit_rejected = IntCounterVec::new(
+            Opts::new(
+                "enricher_circuit_rejected_total",
+                "Attempts refused without calling the source, its circuit breaker being open",
+            ),
+            &["source"],
+        )?;
+        let coalesced = IntCounterVec::new(
+            Opts::new(
+                "enricher_coalesced_total",
+                "Source calls that joined an identical call already in flight",
+            ),
+            &["source"],
+        )?;
+        let cache_hits = IntCounterVec::new(
+            Opts::new(
+                "enricher_cache_hits_total",
+                "Source answers served from the cache (ENRICHMENT_CACHE_TTL)",
+            ),
+            &["source"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_attempts.clone()))?;
         registry.register(Box::new(upstream_retries.clone()))?;
         registry.register(Box::new(slot_wait.clone()))?;
         registry.register(Box::new(upstream_latency.clone()))?;
+        registry.register(Box::new(source_calls.clone()))?;
+        registry.register(Box::new(retry_budget_exhausted.clone()))?;
+        registry.register(Box::new(circuit_state.clone()))?;
+        registry.register(Box::new(circuit_transitions.clone()))?;
+        registry.register(Box::new(circuit_rejected.clone()))?;
+        registry.register(Box::new(coalesced.clone()))?;
+        registry.register(Box::new(cache_hits.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -71,6 +137,13 @@ impl Metrics {
             upstream_retries,
             slot_wait,
             upstream_latency,
+            source_calls,
+            retry_budget_exhausted,
+            circuit_state,
+            circuit_transitions,
+            circuit_rejected,
+            coalesced,
+            cache_hits,
         })
     }
 

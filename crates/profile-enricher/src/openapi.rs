@@ -27,6 +27,7 @@ use crate::routes;
         ProfileAnswer,
         AddressBody,
         routes::users::Enriched,
+        crate::enrichment::SourceStatus,
         routes::ReferenceEnrichment,
         routes::UserCategory,
         routes::health::Health,

@@ -61,18 +61,42 @@ impl Source {
             .try_deserialize()
             .map_err(|error| SettingsError(error.to_string()))
     }
+
+    /// One variable's text (`key` in lower case), trimmed; `None` when unset or
+    /// blank (as in `.env` files). For variables whose names are made at run time.
+    pub fn text(&self, key: &str) -> Option<String> {
+        let text = self.0.get_string(key).ok()?;
+        let text = text.trim();
+        (!text.is_empty()).then(|| text.to_owned())
+    }
+}
+
+/// A duration in seconds, possibly fractional (`0.05`); negative, infinite or
+/// non-numeric text is refused.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("`{text}` is not a non-negative number of seconds"))
+}
+
+/// A number of any type that parses from text.
+pub fn parse_number<T>(text: &str) -> Result<T, String>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    text.trim()
+        .parse()
+        .map_err(|error| format!("`{text}` is not valid: {error}"))
 }
 
 /// A duration in seconds, possibly fractional (`0.05`); negative, infinite or
 /// non-numeric values are refused.
 pub fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    let value: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| D::Error::custom(format!("`{text}` is not a number of seconds")))?;
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| D::Error::custom(format!("`{text}` is not a non-negative number of seconds")))
+    parse_seconds(&String::deserialize(deserializer)?).map_err(D::Error::custom)
 }
 
 /// A number of any type that parses from text (`u16`, `usize`, `u32`, ...).
@@ -82,10 +106,7 @@ where
     T: FromStr,
     T::Err: Display,
 {
-    let text = String::deserialize(deserializer)?;
-    text.trim()
-        .parse()
-        .map_err(|error| D::Error::custom(format!("`{text}` is not valid: {error}")))
+    parse_number(&String::deserialize(deserializer)?).map_err(D::Error::custom)
 }
 
 /// Limits that keep slow or idle clients from starving others, the same

@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 use service_kit::http::{JsonBody, Problem};
 use utoipa::ToSchema;
 
-use crate::enrichment::EnrichmentClient;
+use crate::enrichment::{EnrichmentClient, SourceStatuses};
 use crate::error::ApiError;
 use crate::openapi::ProfileBody;
 
@@ -16,13 +16,20 @@ pub struct Enriched<'a> {
     /// upstream.
     #[schema(value_type = crate::openapi::ProfileAnswer)]
     user: &'a Profile,
-    /// The upstream's JSON object, verbatim.
+    /// The upstream's JSON object, verbatim; with several sources
+    /// (`ENRICHMENT_SOURCES`), their objects merged in declared order, a key set by
+    /// an earlier source kept.
     #[schema(value_type = Object)]
     enrichment: &'a RawValue,
+    /// Only with several sources: how each went, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, crate::enrichment::SourceStatus>>)]
+    sources: Option<&'a SourceStatuses>,
 }
 
-/// Validates a profile and enriches it through the upstream API, within
-/// `EXTERNAL_API_DEADLINE`, retrying transient failures.
+/// Validates a profile and enriches it through the upstream API (or every source
+/// of `ENRICHMENT_SOURCES`, at once), within `EXTERNAL_API_DEADLINE`, retrying
+/// transient failures.
 #[utoipa::path(post, path = "/users", tag = "enrichment",
     request_body(content = ProfileBody, content_type = "application/json"),
     responses(
@@ -35,10 +42,10 @@ pub struct Enriched<'a> {
         (status = 415, description = "Content type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Wrong shape or invalid fields, every one listed", body = Problem, content_type = "application/problem+json"),
         (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The upstream refused the request, answered something other than a JSON object, or still failed after every retry", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No upstream slot became free within MAX_CONCURRENCY_WAIT", body = Problem, content_type = "application/problem+json",
+        (status = 502, description = "A required source refused the request, answered something other than a JSON object, or still failed after every retry (or the retry budget)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A required source had no slot free within MAX_CONCURRENCY_WAIT, or its circuit breaker is open", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
-        (status = 504, description = "EXTERNAL_API_DEADLINE passed before the upstream answered", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "EXTERNAL_API_DEADLINE passed before a required source answered, or an upstream's Retry-After would pass it", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("bearer" = [])))]
 // Only the user id is recorded: the rest of a profile is personal data.
@@ -56,6 +63,7 @@ pub async fn enrich_user(
     let enrichment = client.enrich(&profile).await?;
     Ok(HttpResponse::Ok().json(Enriched {
         user: &profile,
-        enrichment: &enrichment,
+        enrichment: &enrichment.object,
+        sources: enrichment.sources.as_ref(),
     }))
 }

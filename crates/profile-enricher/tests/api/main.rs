@@ -2,12 +2,15 @@
 
 mod auth;
 mod binary;
+mod coalescing;
 mod dummy_enrich;
 mod health;
 mod helpers;
 mod http_errors;
 mod openapi;
 mod probe;
+mod resilience;
+mod sources;
 mod upstream;
 mod users;
 mod validation;

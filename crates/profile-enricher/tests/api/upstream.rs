@@ -194,7 +194,12 @@ async fn concurrent_requests_never_exceed_max_concurrency_at_the_upstream() {
     })
     .await;
 
-    let requests = (0..40).map(|_| app.post_users(README_EXAMPLE));
+    // Distinct profiles: identical ones in flight at once would share one call.
+    let requests = (0..40).map(|n| {
+        app.post_users(
+            README_EXAMPLE.replace(r#""userId":"12345""#, &format!(r#""userId":"u{n}""#)),
+        )
+    });
     let responses = futures::future::join_all(requests).await;
 
     let mut succeeded = 0;

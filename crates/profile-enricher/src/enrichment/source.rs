@@ -1,0 +1,296 @@
+//! One named upstream: its cache, its in-flight calls, and for each call the retry
+//! loop with its slots, retry budget and circuit breaker (see the parent module).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::Url;
+use reqwest_middleware::ClientWithMiddleware;
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::{Jitter, RetryDecision, RetryPolicy};
+use serde_json::value::RawValue;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tower::retry::budget::{Budget, TpsBudget};
+
+use futures::FutureExt;
+
+use super::attempt::{AttemptError, Target, attempt};
+use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
+use super::coalesce::{Coalescer, Role};
+use super::{EnrichmentError, MAX_BACKOFF, later};
+use crate::config::RETRY_BUDGET_WINDOW;
+use crate::metrics::Metrics;
+
+/// A source's settings once every default is filled in.
+pub(super) struct SourcePlan {
+    pub name: String,
+    pub required: bool,
+    pub url: Url,
+    pub token: Option<String>,
+    pub attempt_timeout: Duration,
+    pub max_retries: u32,
+    pub max_concurrency: usize,
+    pub max_concurrency_wait: Duration,
+    pub backoff_base: Duration,
+    /// `EXTERNAL_API_DEADLINE`, named in 504 answers.
+    pub deadline: Duration,
+    pub retry_budget_ratio: f32,
+    pub retry_budget_min_per_second: u32,
+    pub breaker: BreakerSettings,
+    /// `ENRICHMENT_CACHE_TTL`; zero means no cache.
+    pub cache_ttl: Duration,
+    pub cache_max_entries: u64,
+}
+
+type Outcome = Result<Arc<RawValue>, EnrichmentError>;
+
+/// Successful answers by request body, for `ENRICHMENT_CACHE_TTL`.
+type AnswerCache = moka::future::Cache<Arc<[u8]>, Arc<RawValue>>;
+
+enum SlotError {
+    Busy,
+    OutOfTime,
+}
+
+pub(super) struct Source {
+    pub name: String,
+    pub required: bool,
+    http: ClientWithMiddleware,
+    url: Url,
+    token: Option<String>,
+    attempt_timeout: Duration,
+    max_concurrency_wait: Duration,
+    deadline: Duration,
+    backoff: ExponentialBackoff,
+    slots: Semaphore,
+    /// Every call deposits, every retry withdraws (tower's, after Finagle's).
+    retry_budget: TpsBudget,
+    breaker: CircuitBreaker,
+    in_flight: Coalescer<Outcome>,
+    cache: Option<AnswerCache>,
+    metrics: Metrics,
+}
+
+impl Source {
+    pub(super) fn new(plan: SourcePlan, http: ClientWithMiddleware, metrics: Metrics) -> Self {
+        let backoff = ExponentialBackoff::builder()
+            .retry_bounds(plan.backoff_base, plan.backoff_base.max(MAX_BACKOFF))
+            .jitter(Jitter::Bounded)
+            .base(2)
+            .build_with_max_retries(plan.max_retries);
+        metrics
+            .circuit_state
+            .with_label_values(&[plan.name.as_str()])
+            .set(BreakerState::Closed.gauge());
+        let on_transition = {
+            let (name, metrics) = (plan.name.clone(), metrics.clone());
+            Box::new(move |from: BreakerState, to: BreakerState| {
+                metrics
+                    .circuit_state
+                    .with_label_values(&[name.as_str()])
+                    .set(to.gauge());
+                metrics
+                    .circuit_transitions
+                    .with_label_values(&[name.as_str(), to.as_str()])
+                    .inc();
+                if to == BreakerState::Open {
+                    tracing::warn!(source = %name, from = from.as_str(), to = to.as_str(),
+                        "circuit breaker state changed");
+                } else {
+                    tracing::info!(source = %name, from = from.as_str(), to = to.as_str(),
+                        "circuit breaker state changed");
+                }
+            })
+        };
+        let breaker = CircuitBreaker::new(plan.breaker, Instant::now(), on_transition);
+        let cache = (!plan.cache_ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(plan.cache_max_entries)
+                .time_to_live(plan.cache_ttl)
+                .build()
+        });
+        Self {
+            name: plan.name,
+            required: plan.required,
+            http,
+            url: plan.url,
+            token: plan.token,
+            attempt_timeout: plan.attempt_timeout,
+            max_concurrency_wait: plan.max_concurrency_wait,
+            deadline: plan.deadline,
+            backoff,
+            slots: Semaphore::new(plan.max_concurrency),
+            // The settings are checked at start-up against TpsBudget's own bounds
+            // (ratio 0..=1, floor below i32::MAX, window 1..=60 s).
+            retry_budget: TpsBudget::new(
+                RETRY_BUDGET_WINDOW,
+                plan.retry_budget_min_per_second,
+                plan.retry_budget_ratio,
+            ),
+            breaker,
+            in_flight: Coalescer::new(),
+            cache,
+            metrics,
+        }
+    }
+
+    /// This source's answer to `body`: from the cache when it is on and holds one,
+    /// else from the call in flight for the same body, else from a new call. Each
+    /// caller waits at most until its own `deadline`.
+    pub(super) async fn enrich(self: &Arc<Self>, body: &[u8], deadline: Instant) -> Outcome {
+        if let Some(cache) = &self.cache {
+            if let Some(answer) = cache.get(body).await {
+                self.metrics
+                    .cache_hits
+                    .with_label_values(&[self.name.as_str()])
+                    .inc();
+                return Ok(answer);
+            }
+        }
+        let (call, role) = self.in_flight.join_or_start(body, || {
+            let (source, body) = (Arc::clone(self), Arc::<[u8]>::from(body));
+            async move {
+                let outcome = source.call(&body, deadline).await;
+                // Cached before the call leaves the in-flight map, so that no
+                // caller in between misses both.
+                if let (Some(cache), Ok(answer)) = (&source.cache, &outcome) {
+                    cache.insert(body, Arc::clone(answer)).await;
+                }
+                outcome
+            }
+            .boxed()
+        });
+        if role == Role::Follower {
+            self.metrics
+                .coalesced
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+        }
+        match tokio::time::timeout_at(deadline.into(), call).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.out_of_time(
+                0,
+                String::from("an identical call in flight had not answered"),
+            )),
+        }
+    }
+
+    /// Sends `body` to this source until it answers a JSON object, a final failure
+    /// happens, the retries are spent or `deadline` passes.
+    #[tracing::instrument(name = "call source", skip_all,
+        fields(source = %self.name, attempts = tracing::field::Empty))]
+    pub(super) async fn call(
+        &self,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<Arc<RawValue>, EnrichmentError> {
+        let target = Target {
+            http: &self.http,
+            url: &self.url,
+            token: self.token.as_deref(),
+            attempt_timeout: self.attempt_timeout,
+        };
+        let started = SystemTime::now();
+        let mut attempts = 0u32;
+        let mut last = String::from("the upstream had not answered");
+        self.retry_budget.deposit();
+        let result = loop {
+            let permit = match self.breaker.try_acquire(Instant::now()) {
+                Ok(permit) => permit,
+                Err(retry_after) => {
+                    self.metrics
+                        .circuit_rejected
+                        .with_label_values(&[self.name.as_str()])
+                        .inc();
+                    break Err(EnrichmentError::CircuitOpen {
+                        retry_after,
+                        attempts,
+                    });
+                }
+            };
+            let slot = match self.take_slot(deadline).await {
+                Ok(slot) => slot,
+                Err(SlotError::Busy) => {
+                    break Err(EnrichmentError::Busy {
+                        waited: self.max_concurrency_wait,
+                    });
+                }
+                Err(SlotError::OutOfTime) => break Err(self.out_of_time(attempts, last)),
+            };
+            attempts += 1;
+            if attempts > 1 {
+                self.metrics.upstream_retries.inc();
+            }
+            let outcome = attempt(&target, body, deadline).await;
+            drop(slot);
+            let failed = matches!(
+                outcome,
+                Err(AttemptError::Transient { .. } | AttemptError::OutOfTime)
+            );
+            permit.record(failed, Instant::now());
+            let retry_after = match outcome {
+                Ok(enrichment) => break Ok(enrichment),
+                Err(AttemptError::Final(error)) => break Err(error),
+                Err(AttemptError::OutOfTime) => break Err(self.out_of_time(attempts, last)),
+                Err(AttemptError::Transient { cause, retry_after }) => {
+                    tracing::warn!(attempt = attempts, %cause, "enrichment attempt failed");
+                    last = cause;
+                    retry_after
+                }
+            };
+            let backoff = match self.backoff.should_retry(started, attempts - 1) {
+                RetryDecision::DoNotRetry => {
+                    break Err(EnrichmentError::RetriesExhausted { attempts, last });
+                }
+                RetryDecision::Retry { execute_after } => execute_after
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default(),
+            };
+            let delay = backoff.max(retry_after.unwrap_or_default());
+            // A wait the clock cannot even represent ends past any deadline.
+            if later(Instant::now(), delay).is_none_or(|wake| wake >= deadline) {
+                break Err(self.out_of_time(attempts, last));
+            }
+            if !self.retry_budget.withdraw() {
+                self.metrics
+                    .retry_budget_exhausted
+                    .with_label_values(&[self.name.as_str()])
+                    .inc();
+                break Err(EnrichmentError::RetryBudgetExhausted { attempts, last });
+            }
+            tokio::time::sleep(delay).await;
+        };
+        tracing::Span::current().record("attempts", attempts);
+        match &result {
+            Ok(_) => tracing::debug!(attempts, "source answered"),
+            Err(error) => tracing::warn!(attempts, %error, "profile not enriched"),
+        }
+        result
+    }
+
+    pub(super) fn out_of_time(&self, attempts: u32, last: String) -> EnrichmentError {
+        EnrichmentError::DeadlineExceeded {
+            deadline: self.deadline,
+            attempts,
+            last,
+        }
+    }
+
+    async fn take_slot(&self, deadline: Instant) -> Result<SemaphorePermit<'_>, SlotError> {
+        let started = Instant::now();
+        let patience = self
+            .max_concurrency_wait
+            .min(deadline.saturating_duration_since(started));
+        let slot = tokio::time::timeout(patience, self.slots.acquire()).await;
+        self.metrics
+            .slot_wait
+            .observe(started.elapsed().as_secs_f64());
+        match slot {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed; should it be, there is no slot to have.
+            Ok(Err(_closed)) => Err(SlotError::Busy),
+            Err(_) if patience < self.max_concurrency_wait => Err(SlotError::OutOfTime),
+            Err(_) => Err(SlotError::Busy),
+        }
+    }
+}
