@@ -367,7 +367,7 @@ impl UserConsumer {
     #[tracing::instrument(name = "batch", skip_all, fields(records = batch.records()))]
     async fn process(
         &self,
-        batch: Batch,
+        mut batch: Batch,
         intake: &mut Intake,
         stop: &watch::Receiver<Option<Instant>>,
     ) -> Outcome {
@@ -432,6 +432,34 @@ impl UserConsumer {
                     intake.positions.clear();
                     break Outcome::Dropped;
                 }
+                Err(Failure::Database(StoreError::Rejected(error))) => {
+                    // The database answered and refused: find the records it
+                    // refuses (if any), dead-letter them, apply the rest.
+                    let users = batch.users();
+                    let found = tokio::select! {
+                        found = self.status.database.find_refused(&users) => found,
+                        () = grace_over(stop.clone()) => break Outcome::Stopping,
+                    };
+                    match found {
+                        Ok(refusals) if !refusals.is_empty() => {
+                            drop(users);
+                            self.status.metrics.refused.inc_by(refusals.len() as u64);
+                            tracing::warn!(
+                                records = refusals.len(),
+                                "the database refuses records of the batch: isolated for the dead-letter topic"
+                            );
+                            batch.refuse(refusals);
+                            continue;
+                        }
+                        Ok(_) => Failure::Database(StoreError::Rejected(error)),
+                        Err(other) => Failure::Database(other),
+                    }
+                    .report(&self.status, &delay, self.dead_letters.topic());
+                    match self.back_off(&mut delay, &mut paused, intake, stop).await {
+                        Outcome::Done => {}
+                        other => break other,
+                    }
+                }
                 Err(failure) => {
                     failure.report(&self.status, &delay, self.dead_letters.topic());
                     match self.back_off(&mut delay, &mut paused, intake, stop).await {
@@ -484,7 +512,7 @@ impl UserConsumer {
             tracing::debug!(%error, "cannot store offsets in Kafka (partitions revoked?)");
         }
         let metrics = &self.status.metrics;
-        metrics.applied.inc_by(batch.changes as u64);
+        metrics.applied.inc_by(batch.changes() as u64);
         metrics
             .dead_lettered
             .inc_by(batch.dead_letters.len() as u64);
@@ -493,7 +521,7 @@ impl UserConsumer {
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
         tracing::debug!(
-            applied = batch.changes,
+            applied = batch.changes(),
             dead_lettered = batch.dead_letters.len(),
             "batch done"
         );

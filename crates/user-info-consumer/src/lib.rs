@@ -11,6 +11,7 @@ mod dead_letter;
 mod http;
 pub mod metrics;
 pub mod records;
+pub mod replay;
 mod status;
 
 use std::net::TcpListener;

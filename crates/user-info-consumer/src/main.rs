@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use service_kit::{probe, telemetry};
 use user_info_consumer::config::Settings;
+use user_info_consumer::replay::{self, Options};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
@@ -11,6 +12,21 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(probe::health_check(settings.consumer.consumer_metrics_port));
     }
     telemetry::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|command| command == "replay-dlq") {
+        let options = Options::parse(&args[1..]).map_err(anyhow::Error::msg)?;
+        let summary = replay::replay(&settings.consumer, &options).await?;
+        let verb = if options.dry_run {
+            "would replay"
+        } else {
+            "replayed"
+        };
+        println!(
+            "replay-dlq: {} dead letters read, {verb} {}, {} left out by the filters",
+            summary.read, summary.replayed, summary.skipped
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     user_info_consumer::run(settings).await?;
     tracing::info!("user-info-consumer stopped");
     Ok(ExitCode::SUCCESS)

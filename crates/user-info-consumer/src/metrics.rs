@@ -10,6 +10,7 @@ pub struct Metrics {
     pub dead_lettered: IntCounter,
     pub database_retries: IntCounter,
     pub fenced: IntCounter,
+    pub refused: IntCounter,
     pub batch_size: Histogram,
     pub batch_seconds: Histogram,
     pub lag: IntGaugeVec,
@@ -34,6 +35,10 @@ impl Metrics {
             "consumer_batches_fenced_total",
             "Batches rolled back because another member had moved their partition's offset",
         )?;
+        let refused = IntCounter::new(
+            "consumer_records_refused_total",
+            "Records the database refused (SQLSTATE 22, 23), isolated by splitting their batch and dead-lettered",
+        )?;
         let batch_size = Histogram::with_opts(
             HistogramOpts::new("consumer_batch_size", "Messages per applied batch")
                 .buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0]),
@@ -50,6 +55,7 @@ impl Metrics {
         registry.register(Box::new(dead_lettered.clone()))?;
         registry.register(Box::new(database_retries.clone()))?;
         registry.register(Box::new(fenced.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(batch_seconds.clone()))?;
         registry.register(Box::new(lag.clone()))?;
@@ -59,6 +65,7 @@ impl Metrics {
             dead_lettered,
             database_retries,
             fenced,
+            refused,
             batch_size,
             batch_seconds,
             lag,

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use domain::{Change, Folded, UserChange, fold_changes, parse_user_id};
 use rdkafka::Message;
+use user_store::{Refusal, UserRecords};
 use uuid::Uuid;
 
 /// Why a record cannot be applied.
@@ -33,12 +34,15 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(Uuid, Change)
     Ok((id, Change::Upsert(fields)))
 }
 
-/// One received record, decoded right away; only poison keeps its bytes.
+/// One received record, decoded right away. It keeps its bytes: a record the
+/// database refuses goes to the dead-letter topic as it came.
 pub struct Incoming {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    pub decoded: Result<(Uuid, Change), Poison>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub decoded: Result<(Uuid, Change), Reason>,
 }
 
 /// A record that cannot be applied, as the dead-letter topic will hold it.
@@ -55,16 +59,26 @@ impl Incoming {
     }
 
     pub fn from_message<M: Message>(message: &M) -> Self {
-        let decoded = decode(message.key(), message.payload()).map_err(|reason| Poison {
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            reason,
-        });
         Incoming {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
-            decoded,
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            decoded: decode(message.key(), message.payload()),
+        }
+    }
+
+    fn into_dead_letter(self, reason: Reason) -> DeadLetter {
+        DeadLetter {
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            poison: Poison {
+                key: self.key,
+                value: self.value,
+                reason,
+            },
         }
     }
 }
@@ -87,12 +101,12 @@ pub struct Range {
 }
 
 /// What a batch of records amounts to, computed once however often applying it
-/// is retried.
+/// is retried (and again only when the database refused some of its records).
 pub struct Batch {
+    /// The records that decoded, in offset order per partition.
+    valid: Vec<(Incoming, Uuid, Change)>,
     /// One operation per user, in first-seen order.
     pub folded: Vec<(Uuid, Folded)>,
-    /// How many records `folded` stands for.
-    pub changes: usize,
     pub dead_letters: Vec<DeadLetter>,
     /// The records' offsets, per (topic, partition).
     pub partitions: HashMap<(String, i32), Range>,
@@ -101,35 +115,78 @@ pub struct Batch {
 impl Batch {
     pub fn new(records: Vec<Incoming>) -> Self {
         let mut partitions: HashMap<(String, i32), Range> = HashMap::new();
-        let mut changes = Vec::new();
+        let mut valid = Vec::new();
         let mut dead_letters = Vec::new();
-        for record in records {
+        for mut record in records {
             let range = partitions.entry(record.partition_key()).or_insert(Range {
                 first: record.offset,
                 next: record.offset + 1,
             });
             range.first = range.first.min(record.offset);
             range.next = range.next.max(record.offset + 1);
-            match record.decoded {
-                Ok(change) => changes.push(change),
-                Err(poison) => dead_letters.push(DeadLetter {
-                    topic: record.topic,
-                    partition: record.partition,
-                    offset: record.offset,
-                    poison,
-                }),
+            match std::mem::replace(&mut record.decoded, Err(String::new())) {
+                Ok((id, change)) => valid.push((record, id, change)),
+                Err(reason) => dead_letters.push(record.into_dead_letter(reason)),
             }
         }
-        Batch {
-            changes: changes.len(),
-            folded: fold_changes(changes),
+        let mut batch = Batch {
+            valid,
+            folded: Vec::new(),
             dead_letters,
             partitions,
-        }
+        };
+        batch.fold();
+        batch
+    }
+
+    fn fold(&mut self) {
+        self.folded = fold_changes(
+            self.valid
+                .iter()
+                .map(|(_, id, change)| (*id, change.clone())),
+        );
+    }
+
+    /// How many records the folded operations stand for.
+    pub fn changes(&self) -> usize {
+        self.valid.len()
     }
 
     pub fn records(&self) -> usize {
-        self.changes + self.dead_letters.len()
+        self.valid.len() + self.dead_letters.len()
+    }
+
+    /// Each user's records, in order, indexed for [`Batch::refuse`].
+    pub fn users(&self) -> Vec<UserRecords<'_>> {
+        let mut users: Vec<UserRecords<'_>> = Vec::new();
+        let mut at: HashMap<Uuid, usize> = HashMap::new();
+        for (index, (_, id, change)) in self.valid.iter().enumerate() {
+            let slot = *at.entry(*id).or_insert_with(|| {
+                users.push(UserRecords {
+                    id: *id,
+                    changes: Vec::new(),
+                });
+                users.len() - 1
+            });
+            users[slot].changes.push((index, change));
+        }
+        users
+    }
+
+    /// Moves the records the database refused to the dead letters (after
+    /// those already there) and folds the rest again.
+    pub fn refuse(&mut self, mut refusals: Vec<Refusal>) {
+        refusals.sort_by_key(|refusal| std::cmp::Reverse(refusal.index));
+        let mut refused = Vec::new();
+        for refusal in refusals {
+            if refusal.index < self.valid.len() {
+                let (record, _, _) = self.valid.remove(refusal.index);
+                refused.push(record.into_dead_letter(refusal.reason()));
+            }
+        }
+        refused.reverse();
+        self.dead_letters.extend(refused);
+        self.fold();
     }
 }
 
@@ -201,11 +258,9 @@ mod tests {
             topic: "t".to_owned(),
             partition,
             offset,
-            decoded: decode(None, Some(value.as_bytes())).map_err(|reason| Poison {
-                key: None,
-                value: Some(value.as_bytes().to_vec()),
-                reason,
-            }),
+            key: None,
+            value: Some(value.as_bytes().to_vec()),
+            decoded: decode(None, Some(value.as_bytes())),
         }
     }
 
@@ -219,7 +274,7 @@ mod tests {
             record(0, 8, &second),
         ]);
         assert_eq!(batch.records(), 3);
-        assert_eq!(batch.changes, 2);
+        assert_eq!(batch.changes(), 2);
         assert_eq!(batch.folded.len(), 1);
         let Folded::Upsert(fields) = &batch.folded[0].1 else {
             panic!("expected an upsert");
@@ -231,5 +286,30 @@ mod tests {
         let partition = |p: i32| batch.partitions[&("t".to_owned(), p)];
         assert_eq!(partition(0), Range { first: 7, next: 9 });
         assert_eq!(partition(1), Range { first: 3, next: 4 });
+    }
+
+    #[test]
+    fn refused_records_become_dead_letters_and_the_rest_is_folded_again() {
+        let first = format!(r#"{{"user_id":"{ID}","first_name":"A"}}"#);
+        let second = format!(r#"{{"user_id":"{ID}","last_name":"B"}}"#);
+        let mut batch = Batch::new(vec![record(0, 1, &first), record(0, 2, &second)]);
+        let users = batch.users();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].changes.len(), 2);
+        batch.refuse(vec![Refusal {
+            index: 1,
+            sqlstate: "23514".to_owned(),
+            constraint: Some("no_b".to_owned()),
+        }]);
+        assert_eq!(batch.changes(), 1);
+        assert_eq!(batch.dead_letters.len(), 1);
+        assert_eq!(batch.dead_letters[0].offset, 2);
+        assert!(batch.dead_letters[0].poison.reason.contains("23514"));
+        assert!(batch.dead_letters[0].poison.reason.contains("no_b"));
+        let Folded::Upsert(fields) = &batch.folded[0].1 else {
+            panic!("expected an upsert");
+        };
+        assert_eq!(fields.last_name, None);
+        assert_eq!(batch.records(), 2);
     }
 }

@@ -108,6 +108,20 @@ impl Connector {
     }
 }
 
+impl Connector {
+    /// A plain tokio-postgres client, for the rare work whose errors must
+    /// carry the SQLSTATE (diesel's do not).
+    pub async fn connect_raw(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(self.tls.clone()).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "database connection ended");
+            }
+        });
+        Ok(client)
+    }
+}
+
 /// Splits `sslmode` and `sslrootcert` off a URL's query string; everything else
 /// is left for tokio-postgres to read (or refuse).
 fn take_tls_parameters(url: &str) -> (Cow<'_, str>, Option<String>, Option<String>) {

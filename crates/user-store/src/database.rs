@@ -17,6 +17,7 @@ use domain::{Folded, UserFields};
 use uuid::Uuid;
 
 use crate::connect::{Connector, UrlError};
+use crate::isolate::{self, Refusal, UserRecords};
 use crate::merge::{Expect, merge_many};
 use crate::offsets::{self, OffsetAdvance};
 use crate::schema::{User, user_info};
@@ -156,6 +157,30 @@ impl Database {
             return result;
         }
         settle(conn, result)
+    }
+
+    /// The records among `users` that the database itself refuses (SQLSTATE
+    /// classes 22, 23), by a dry run that is rolled back: see `isolate`.
+    /// [`StoreError::Unavailable`] when the database fails otherwise.
+    pub async fn find_refused(
+        &self,
+        users: &[UserRecords<'_>],
+    ) -> Result<Vec<Refusal>, StoreError> {
+        if !self.is_migrated() {
+            return Err(StoreError::NotReady);
+        }
+        let connect = tokio::time::timeout(
+            self.shared.connect_timeout,
+            self.shared.connector.connect_raw(),
+        );
+        let mut client = connect
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("no connection within the connect timeout".into())
+            })?
+            .map_err(|error| StoreError::Unavailable(error.into()))?;
+        self.bounded(isolate::find_refused(&mut client, users))
+            .await
     }
 
     /// The group's stored offsets of `topic`'s partitions (those it has a row

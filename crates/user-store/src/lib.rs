@@ -8,12 +8,15 @@
 //!   advisory lock;
 //! - [`schema`]: the table and a stored [`User`];
 //! - `merge`: the merge rule in SQL, for one change or a batch;
+//! - `isolate`: the records the database itself refuses (SQLSTATE 22, 23),
+//!   found by splitting a batch, so the rest of it can land;
 //! - `offsets`: where each consumer group is in each partition, advanced in
 //!   the same transaction as the rows (effectively once, zombies fenced);
 //! - [`Database`]: the pool and its operations, each bounded in time.
 
 pub mod connect;
 mod database;
+mod isolate;
 mod merge;
 pub mod migrate;
 mod offsets;
@@ -27,6 +30,7 @@ use serde::Deserialize;
 use service_kit::settings::{number, seconds};
 
 pub use database::Database;
+pub use isolate::{Refusal, UserRecords};
 pub use offsets::OffsetAdvance;
 pub use schema::User;
 
@@ -76,6 +80,11 @@ pub enum StoreError {
     /// first time the database goes away.
     #[error("database unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database answered and refused a statement: maybe the data's fault
+    /// (a constraint: see [`Database::find_refused`]), maybe its own (a full
+    /// disk); diesel does not say which.
+    #[error("the database refused the change")]
+    Rejected(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The partition's stored offset is not where the batch started: another
     /// member applied these records meanwhile. The batch was rolled back.
     #[error("{topic}[{partition}] moved on: the batch was applied elsewhere and is dropped")]
@@ -90,6 +99,14 @@ pub enum StoreError {
 
 impl From<diesel::result::Error> for StoreError {
     fn from(error: diesel::result::Error) -> Self {
-        StoreError::Unavailable(error.into())
+        use diesel::result::DatabaseErrorKind::{ClosedConnection, UnableToSendCommand};
+        match error {
+            diesel::result::Error::DatabaseError(kind, _)
+                if !matches!(kind, UnableToSendCommand | ClosedConnection) =>
+            {
+                StoreError::Rejected(error.into())
+            }
+            error => StoreError::Unavailable(error.into()),
+        }
     }
 }

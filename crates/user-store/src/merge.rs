@@ -63,7 +63,7 @@ pub(crate) async fn merge_many(
 }
 
 /// The two merge statements, around the changes (`unnest(...)` or `(VALUES (...))`).
-const UPDATE_SQL: (&str, &str) = (
+pub(crate) const UPDATE_SQL: (&str, &str) = (
     "UPDATE user_info AS u SET \
         first_name = COALESCE(c.first_name, u.first_name), \
         last_name = COALESCE(c.last_name, u.last_name), \
@@ -76,7 +76,7 @@ const UPDATE_SQL: (&str, &str) = (
      RETURNING u.*",
 );
 
-const INSERT_SQL: (&str, &str) = (
+pub(crate) const INSERT_SQL: (&str, &str) = (
     "INSERT INTO user_info (user_id, first_name, last_name, email, phone_number) \
      SELECT c.user_id, COALESCE(c.first_name, ''), COALESCE(c.last_name, ''), \
             COALESCE(c.email, ''), COALESCE(c.phone_number, '') \

@@ -4,4 +4,5 @@
 
 mod consumer;
 mod effectively_once;
+mod refused;
 mod support;

@@ -264,6 +264,29 @@ fn consumer_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_user-info-consumer")))
 }
 
+impl Setup {
+    /// Runs `user-info-consumer replay-dlq <args>` to its end; returns what it
+    /// printed on stdout.
+    pub async fn replay_dlq(&self, args: &[&str]) -> String {
+        let mut command = Command::new(consumer_bin());
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("KAFKA_BOOTSTRAP_SERVERS", &self.broker.bootstrap)
+            .env("KAFKA_TOPIC", &self.topic)
+            .env("KAFKA_DLQ_TOPIC", &self.dlq_topic)
+            .env("KAFKA_GROUP_ID", &self.group)
+            .arg("replay-dlq")
+            .args(args);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        assert!(output.status.success(), "replay-dlq failed: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
 pub struct ConsumerProcess {
     child: Child,
     pub metrics: String,
