@@ -331,3 +331,143 @@ async fn with_the_broker_unreachable_ready_turns_503_once_dropped_and_sigterm_ex
         "exit 0 within 10 s: {status:?}"
     );
 }
+
+/// Records every value a user's first name took, in the order written: a stale
+/// overwrite or a record applied twice shows as a version not above the last.
+fn record_history(db: &TestDatabase) {
+    db.migrate();
+    db.execute(
+        "ALTER TABLE user_info ADD COLUMN history text NOT NULL DEFAULT '';
+         CREATE FUNCTION record_history() RETURNS trigger AS $$
+         BEGIN
+             IF TG_OP = 'INSERT' THEN NEW.history := NEW.first_name;
+             ELSE NEW.history := OLD.history || ',' || NEW.first_name;
+             END IF;
+             RETURN NEW;
+         END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER record_history BEFORE INSERT OR UPDATE ON user_info
+             FOR EACH ROW EXECUTE FUNCTION record_history();",
+    );
+}
+
+fn applied_so_far(db: &TestDatabase) -> i64 {
+    db.count_where("SELECT coalesce(sum(next_offset), 0)::bigint AS n FROM consumer_offsets")
+}
+
+#[tokio::test]
+async fn three_members_coming_and_going_under_load_with_a_database_freeze_apply_each_record_once_in_order() {
+    const USERS: usize = 1_000;
+    const VERSIONS: usize = 60;
+    let setup = Setup::new(3).await;
+    record_history(&setup.db);
+    let users: Vec<Uuid> = (0..USERS).map(|_| Uuid::new_v4()).collect();
+    let mut proxy = TcpProxy::reserve(postgres_address());
+    proxy.start();
+    let via_proxy = setup.db.url_via(proxy.address);
+    let member = || {
+        setup.consumer_env(
+            &via_proxy,
+            &setup.group,
+            &[("CONSUMER_BATCH_SIZE", "50"), ("DATABASE_QUERY_TIMEOUT", "2")],
+        )
+    };
+
+    // The stream: one version of every user per round, produced while the
+    // members come and go.
+    let producer = setup.broker.producer_one_per_batch();
+    let topic = setup.topic.clone();
+    let stream_users = users.clone();
+    let stream = tokio::spawn(async move {
+        let mut ends = HashMap::new();
+        for version in 1..=VERSIONS {
+            let round: Vec<Record> = stream_users
+                .iter()
+                .map(|id| Record::user(*id, json!({"user_id": id, "first_name": format!("v{version}")})))
+                .collect();
+            merge(&mut ends, produce(&producer, &topic, &round).await);
+        }
+        ends
+    });
+
+    let total = (USERS * VERSIONS) as i64;
+    let reach = |share: i64| {
+        let db = &setup.db;
+        async move {
+            let at = total * share / 100;
+            assert!(
+                eventually(Duration::from_secs(180), || async { applied_so_far(db) >= at }).await,
+                "the group reached {share} % ({} applied)",
+                applied_so_far(db)
+            );
+        }
+    };
+    let mut first = member();
+    reach(5).await;
+    let mut second = member();
+    reach(15).await;
+    let third = member();
+    reach(25).await;
+    first.terminate();
+    assert!(first.exit_within(Duration::from_secs(10)).await.is_some_and(|s| s.success()));
+    reach(35).await;
+    // A freeze: every member's database stops answering until one has given
+    // an attempt up and retried.
+    proxy.freeze();
+    assert!(eventually(LANDING, || async { proxy.held() > 0 }).await);
+    assert!(
+        eventually(LANDING, || async {
+            third.counter("consumer_database_retries_total").await > 0
+                || second.counter("consumer_database_retries_total").await > 0
+        })
+        .await
+    );
+    proxy.thaw();
+    reach(50).await;
+    second.kill_9();
+    let fourth = member();
+    reach(70).await;
+    let fifth = member();
+
+    let ends = stream.await.unwrap();
+    let done = eventually(Duration::from_secs(240), || async {
+        applied_so_far(&setup.db) == total
+    })
+    .await;
+    assert!(done, "all {total} records applied ({})", applied_so_far(&setup.db));
+
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        first_name: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        history: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query("SELECT first_name, history FROM user_info")
+        .load(&mut setup.db.connect())
+        .unwrap();
+    assert_eq!(rows.len(), USERS);
+    for row in &rows {
+        assert_eq!(row.first_name, format!("v{VERSIONS}"), "every user ends at its last record");
+        let versions: Vec<usize> = row
+            .history
+            .split(',')
+            .map(|v| v.trim_start_matches('v').parse().unwrap())
+            .collect();
+        assert!(
+            versions.windows(2).all(|pair| pair[0] < pair[1]),
+            "written in order, none twice: {}",
+            row.history
+        );
+    }
+    assert_stored_offsets_are(&setup.db, &ends);
+    let assignments: usize = [&first, &second, &third, &fourth, &fifth]
+        .iter()
+        .map(|member| {
+            std::fs::read_to_string(&member.log)
+                .unwrap()
+                .matches("partitions assigned")
+                .count()
+        })
+        .sum();
+    assert!(assignments >= 6, "at least 4 rebalances ({assignments} assignments)");
+}
