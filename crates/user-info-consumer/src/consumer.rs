@@ -421,12 +421,11 @@ impl UserConsumer {
             };
             match result {
                 Ok(()) => break Outcome::Done,
-                Err(Failure::Database(StoreError::Fenced { topic, partition })) => {
+                Err(Failure::Database(StoreError::Fenced { partitions })) => {
                     self.status.metrics.fenced.inc();
                     tracing::warn!(
-                        topic,
-                        partition,
-                        "batch fenced: its partition's offset was moved by another member; dropped"
+                        partitions,
+                        "batch fenced: a partition's offset was moved by another member; dropped"
                     );
                     intake.buffer.clear();
                     intake.positions.clear();

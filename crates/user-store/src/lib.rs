@@ -87,8 +87,10 @@ pub enum StoreError {
     Rejected(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The partition's stored offset is not where the batch started: another
     /// member applied these records meanwhile. The batch was rolled back.
-    #[error("{topic}[{partition}] moved on: the batch was applied elsewhere and is dropped")]
-    Fenced { topic: String, partition: i32 },
+    #[error(
+        "the stored offset of one of {partitions} moved on: the batch was applied elsewhere and is dropped"
+    )]
+    Fenced { partitions: String },
     /// A concurrent writer kept creating and deleting the same row.
     #[error(
         "gave up merging after {} attempts under contention",

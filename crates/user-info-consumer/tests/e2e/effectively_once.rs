@@ -355,7 +355,8 @@ fn applied_so_far(db: &TestDatabase) -> i64 {
 }
 
 #[tokio::test]
-async fn three_members_coming_and_going_under_load_with_a_database_freeze_apply_each_record_once_in_order() {
+async fn three_members_coming_and_going_under_load_with_a_database_freeze_apply_each_record_once_in_order()
+ {
     const USERS: usize = 1_000;
     const VERSIONS: usize = 60;
     let setup = Setup::new(3).await;
@@ -368,7 +369,10 @@ async fn three_members_coming_and_going_under_load_with_a_database_freeze_apply_
         setup.consumer_env(
             &via_proxy,
             &setup.group,
-            &[("CONSUMER_BATCH_SIZE", "50"), ("DATABASE_QUERY_TIMEOUT", "2")],
+            &[
+                ("CONSUMER_BATCH_SIZE", "50"),
+                ("DATABASE_QUERY_TIMEOUT", "2"),
+            ],
         )
     };
 
@@ -382,7 +386,12 @@ async fn three_members_coming_and_going_under_load_with_a_database_freeze_apply_
         for version in 1..=VERSIONS {
             let round: Vec<Record> = stream_users
                 .iter()
-                .map(|id| Record::user(*id, json!({"user_id": id, "first_name": format!("v{version}")})))
+                .map(|id| {
+                    Record::user(
+                        *id,
+                        json!({"user_id": id, "first_name": format!("v{version}")}),
+                    )
+                })
                 .collect();
             merge(&mut ends, produce(&producer, &topic, &round).await);
         }
@@ -395,7 +404,10 @@ async fn three_members_coming_and_going_under_load_with_a_database_freeze_apply_
         async move {
             let at = total * share / 100;
             assert!(
-                eventually(Duration::from_secs(180), || async { applied_so_far(db) >= at }).await,
+                eventually(Duration::from_secs(180), || async {
+                    applied_so_far(db) >= at
+                })
+                .await,
                 "the group reached {share} % ({} applied)",
                 applied_so_far(db)
             );
@@ -408,7 +420,12 @@ async fn three_members_coming_and_going_under_load_with_a_database_freeze_apply_
     let third = member();
     reach(25).await;
     first.terminate();
-    assert!(first.exit_within(Duration::from_secs(10)).await.is_some_and(|s| s.success()));
+    assert!(
+        first
+            .exit_within(Duration::from_secs(10))
+            .await
+            .is_some_and(|s| s.success())
+    );
     reach(35).await;
     // A freeze: every member's database stops answering until one has given
     // an attempt up and retried.
@@ -433,7 +450,11 @@ async fn three_members_coming_and_going_under_load_with_a_database_freeze_apply_
         applied_so_far(&setup.db) == total
     })
     .await;
-    assert!(done, "all {total} records applied ({})", applied_so_far(&setup.db));
+    assert!(
+        done,
+        "all {total} records applied ({})",
+        applied_so_far(&setup.db)
+    );
 
     #[derive(diesel::QueryableByName)]
     struct Row {
@@ -447,7 +468,11 @@ async fn three_members_coming_and_going_under_load_with_a_database_freeze_apply_
         .unwrap();
     assert_eq!(rows.len(), USERS);
     for row in &rows {
-        assert_eq!(row.first_name, format!("v{VERSIONS}"), "every user ends at its last record");
+        assert_eq!(
+            row.first_name,
+            format!("v{VERSIONS}"),
+            "every user ends at its last record"
+        );
         let versions: Vec<usize> = row
             .history
             .split(',')
@@ -469,5 +494,8 @@ async fn three_members_coming_and_going_under_load_with_a_database_freeze_apply_
                 .count()
         })
         .sum();
-    assert!(assignments >= 6, "at least 4 rebalances ({assignments} assignments)");
+    assert!(
+        assignments >= 6,
+        "at least 4 rebalances ({assignments} assignments)"
+    );
 }
