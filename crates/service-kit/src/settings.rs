@@ -23,6 +23,21 @@ pub enum Variables {
     Map(HashMap<String, String>),
 }
 
+/// Settings a process reads from its variables, with the two ways to call it.
+pub trait FromVariables: Sized {
+    fn read(variables: Variables) -> Result<Self, SettingsError>;
+
+    /// From the environment (and a `.env` file when present).
+    fn from_env() -> Result<Self, SettingsError> {
+        Self::read(Variables::Environment)
+    }
+
+    /// From `variables` instead of the environment (tests).
+    fn from_variables(variables: HashMap<String, String>) -> Result<Self, SettingsError> {
+        Self::read(Variables::Map(variables))
+    }
+}
+
 /// The variables of a process, defaults filled in; [`Source::get`] reads the
 /// structs the process's settings are made of.
 pub struct Source(config::Config);

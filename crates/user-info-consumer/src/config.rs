@@ -1,11 +1,10 @@
 //! Settings, from SPEC's variables (and a `.env` file when present).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use serde::Deserialize;
-use service_kit::settings::{self, SettingsError, Variables, number};
+use service_kit::settings::{self, FromVariables, SettingsError, Variables, number};
 use user_store::DatabaseSettings;
 
 /// Everything the consumer is told: its own variables and the database's.
@@ -46,16 +45,8 @@ pub struct ConsumerSettings {
     pub consumer_batch_max_wait_ms: u64,
 }
 
-impl Settings {
-    pub fn from_env() -> Result<Self, SettingsError> {
-        Self::read(Variables::Environment)
-    }
-
-    /// Reads the settings from `variables` instead of the environment (tests).
-    pub fn from_variables(variables: HashMap<String, String>) -> Result<Self, SettingsError> {
-        Self::read(Variables::Map(variables))
-    }
-
+impl FromVariables for Settings {
+    /// SPEC's variables; unset ones take their documented defaults.
     fn read(variables: Variables) -> Result<Self, SettingsError> {
         let mut defaults = vec![
             ("kafka_bootstrap_servers", "localhost:9092"),

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use service_kit::settings::FromVariables;
 use service_kit::{probe, telemetry};
 use user_info_consumer::config::Settings;
 use user_info_consumer::replay::{self, Options};

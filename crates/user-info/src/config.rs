@@ -1,10 +1,8 @@
 //! Settings, from environment variables (and a `.env` file when present).
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use service_kit::http::ApiTokens;
-use service_kit::settings::{self, HttpSettings, SettingsError, Variables, number};
+use service_kit::settings::{self, FromVariables, HttpSettings, SettingsError, Variables, number};
 use user_store::DatabaseSettings;
 
 #[derive(Debug, Clone)]
@@ -28,17 +26,8 @@ struct Own {
     api_tokens: ApiTokens,
 }
 
-impl Settings {
-    /// Reads SPEC's variables; unset ones take their documented defaults.
-    pub fn from_env() -> Result<Self, SettingsError> {
-        Self::read(Variables::Environment)
-    }
-
-    /// Reads the settings from `variables` instead of the environment (tests).
-    pub fn from_variables(variables: HashMap<String, String>) -> Result<Self, SettingsError> {
-        Self::read(Variables::Map(variables))
-    }
-
+impl FromVariables for Settings {
+    /// SPEC's variables; unset ones take their documented defaults.
     fn read(variables: Variables) -> Result<Self, SettingsError> {
         let mut defaults = vec![("user_info_host", "0.0.0.0"), ("user_info_port", "9810")];
         defaults.extend(DatabaseSettings::DEFAULTS);

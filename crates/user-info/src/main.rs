@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use service_kit::settings::FromVariables;
 use service_kit::{probe, telemetry};
 use user_info::config::Settings;
 use user_info::startup::Application;

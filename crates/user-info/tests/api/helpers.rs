@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Client, Response};
 use serde_json::Value;
+use service_kit::settings::FromVariables;
 use tokio::task::JoinHandle;
 use user_info::config::Settings;
 use user_info::startup::Application;
