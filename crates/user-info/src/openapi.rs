@@ -14,10 +14,11 @@ use crate::routes;
 #[openapi(
     info(
         title = "user-info",
-        description = "Creates, updates, reads and deletes users. Every error is application/problem+json (RFC 9457)."
+        description = "Creates, updates, reads and deletes users. Every user has a version, answered as its strong ETag; If-Match / If-None-Match make writes conditional (RFC 9110), PATCH takes a JSON merge patch (RFC 7396), and an Idempotency-Key makes a POST safe to retry. Every error is application/problem+json (RFC 9457)."
     ),
     paths(
         routes::user::post_user,
+        routes::user::patch_user,
         routes::user::get_user,
         routes::user::delete_user,
         routes::health::health,
@@ -29,7 +30,8 @@ use crate::routes;
 )]
 pub struct ApiDoc;
 
-/// A `POST /user` body (and a Kafka record's value). Absent fields stay as
+/// A `POST /user` body, a `PATCH /user` merge patch (whose `user_id`, if any,
+/// must be the query's) and a Kafka record's value. Absent fields stay as
 /// stored; `""` or `null` clears them. Values are taken as sent (not trimmed).
 /// Unknown fields are ignored.
 #[derive(Serialize, ToSchema)]

@@ -7,13 +7,18 @@
 //! - [`migrate`]: the embedded migrations, applied at start-up under an
 //!   advisory lock;
 //! - [`schema`]: the table and a stored [`User`];
-//! - `merge`: the merge rule in SQL, for one change or a batch;
+//! - `merge`: the merge rule in SQL, for one change or a batch; every change
+//!   moves the user's `version`, conditional ones only when [`Preconditions`]
+//!   hold (checked by the statement that writes);
+//! - `idempotency`: the first answer to a keyed request, kept and replayed;
 //! - `offsets`: where each consumer group is in each partition, advanced in
 //!   the same transaction as the rows (effectively once, zombies fenced);
 //! - [`Database`]: the pool and its operations, each bounded in time.
 
+mod conditions;
 pub mod connect;
 mod database;
+mod idempotency;
 mod merge;
 pub mod migrate;
 mod offsets;
@@ -26,7 +31,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use service_kit::settings::{number, seconds};
 
+pub use conditions::{Outcome, Preconditions, Versions};
 pub use database::Database;
+pub use idempotency::{Keyed, StoredAnswer};
 pub use offsets::OffsetAdvance;
 pub use schema::User;
 
