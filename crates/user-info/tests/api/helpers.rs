@@ -120,6 +120,24 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A request to `path` of the application, to add headers and a body to.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.address))
+    }
+
+    /// `POST /user` with extra headers.
+    pub async fn post_user_with(&self, body: &Value, headers: &[(&str, &str)]) -> Response {
+        let mut request = self
+            .request(reqwest::Method::POST, "/user")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
     pub async fn get_user(&self, id: &str) -> Response {
         self.get(&format!("/user?user_id={id}")).await
     }
