@@ -204,3 +204,23 @@ async fn an_expired_key_is_purged_by_the_service_and_then_forgotten() {
     assert_ne!(again.2["user_id"], first.2["user_id"]);
     assert_eq!(app.db.count(), 2);
 }
+
+#[tokio::test]
+async fn an_expired_key_counts_as_absent_even_before_it_is_purged() {
+    // The default TTL (24 h): the purge runs once a minute, the key is expired by hand.
+    let app = spawn_app().await;
+    let body = json!({"first_name": "Ann"});
+    let key = [("idempotency-key", "expired-by-hand")];
+    let first = answer(app.post_user_with(&body, &key).await).await;
+    app.db
+        .execute("UPDATE idempotency_keys SET expires_at = now() - interval '1 second'");
+
+    let again = answer(app.post_user_with(&body, &key).await).await;
+
+    assert_eq!(again.0, 201, "an expired key is a new request");
+    assert_ne!(again.2["user_id"], first.2["user_id"]);
+    assert_eq!(app.db.count(), 2);
+    assert_eq!(keys(&app), 1, "the expired row was replaced");
+    let replay = answer(app.post_user_with(&body, &key).await).await;
+    assert_eq!(replay, again, "the new answer is the one kept");
+}
