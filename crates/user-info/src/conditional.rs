@@ -2,16 +2,19 @@
 //! ETag is `"<version>"`; `If-Match` compares strongly (a weak tag never
 //! matches), `If-None-Match` weakly. Parsing only: the store checks the
 //! preconditions in the statement that writes.
+//!
+//! A field value that is not `*` or a list of entity tags is not refused: it
+//! names no version, so it matches nothing - `If-Match` then never holds
+//! (nothing is written, 412) and `If-None-Match` always does. Either way no
+//! write happens that the client's condition could have meant to stop.
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use user_store::{Preconditions, Versions};
 
-use crate::error::ApiError;
-
 /// The grammar of both headers (`*`, or a list of entity tags), as the OpenAPI
 /// document states it.
 pub const ETAG_LIST_PATTERN: &str =
-    r#"^[ \t]*(\*|(W/)?"[\x21\x23-\x7e]*"([ \t]*,[ \t]*(W/)?"[\x21\x23-\x7e]*")*)[ \t]*$"#;
+    r#"^(\*|(W/)?"[\x21\x23-\x7e]*"([ \t]*,[ \t]*(W/)?"[\x21\x23-\x7e]*")*)$"#;
 
 /// The strong ETag of a version.
 pub fn etag(version: i64) -> HeaderValue {
@@ -20,44 +23,38 @@ pub fn etag(version: i64) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
-/// `If-Match` and `If-None-Match` of a request; 400 when either is malformed.
-pub fn preconditions(headers: &HeaderMap) -> Result<Preconditions, ApiError> {
-    Ok(Preconditions {
-        if_match: versions(headers, &header::IF_MATCH, true)?,
-        if_none_match: versions(headers, &header::IF_NONE_MATCH, false)?,
-    })
+/// `If-Match` and `If-None-Match` of a request.
+pub fn preconditions(headers: &HeaderMap) -> Preconditions {
+    Preconditions {
+        if_match: versions(headers, &header::IF_MATCH, true),
+        if_none_match: versions(headers, &header::IF_NONE_MATCH, false),
+    }
 }
 
 /// The versions a header names (every line of it); `strong` drops weak tags,
 /// which never match strongly. Tags that are not ours (not a decimal version)
-/// are valid but match nothing.
-fn versions(
-    headers: &HeaderMap,
-    name: &HeaderName,
-    strong: bool,
-) -> Result<Option<Versions>, ApiError> {
+/// and values that are not entity tags match nothing.
+fn versions(headers: &HeaderMap, name: &HeaderName, strong: bool) -> Option<Versions> {
     let mut listed = Vec::new();
     let mut any = false;
     let mut seen = false;
     for value in headers.get_all(name) {
         seen = true;
-        let malformed =
-            || ApiError::BadHeader(format!("{name} is not `*` or a list of entity tags"));
-        let text = value.to_str().map_err(|_| malformed())?;
-        match parse_list(text).ok_or_else(malformed)? {
-            None => any = true,
-            Some(tags) => listed.extend(
+        match value.to_str().ok().and_then(parse_list) {
+            Some(None) => any = true,
+            Some(Some(tags)) => listed.extend(
                 tags.into_iter()
                     .filter(|tag| !(strong && tag.weak))
                     .filter_map(|tag| tag.version()),
             ),
+            None => {}
         }
     }
-    Ok(match (seen, any) {
+    match (seen, any) {
         (false, _) => None,
         (true, true) => Some(Versions::Any),
         (true, false) => Some(Versions::Listed(listed)),
-    })
+    }
 }
 
 struct EntityTag<'a> {
@@ -75,7 +72,7 @@ impl EntityTag<'_> {
 }
 
 /// `*` (`Some(None)`), a non-empty list of entity tags, or `None` when
-/// malformed - exactly [`ETAG_LIST_PATTERN`].
+/// malformed.
 fn parse_list(text: &str) -> Option<Option<Vec<EntityTag<'_>>>> {
     let text = text.trim_matches([' ', '\t']);
     if text == "*" {
@@ -111,7 +108,7 @@ fn parse_list(text: &str) -> Option<Option<Vec<EntityTag<'_>>>> {
 mod tests {
     use super::*;
 
-    fn parse(header: &'static str, value: &'static str) -> Result<Preconditions, ApiError> {
+    fn parse(header: &'static str, value: &'static str) -> Preconditions {
         let mut headers = HeaderMap::new();
         headers.insert(
             HeaderName::from_static(header),
@@ -122,17 +119,20 @@ mod tests {
 
     #[test]
     fn if_match_compares_strongly_and_if_none_match_weakly() {
-        let pre = parse("if-match", r#""3", W/"4", "x,y", "5""#).unwrap();
+        let pre = parse("if-match", r#""3", W/"4", "x,y", "5""#);
         assert_eq!(pre.if_match, Some(Versions::Listed(vec![3, 5])));
-        let pre = parse("if-none-match", r#"W/"4" , "7""#).unwrap();
+        let pre = parse("if-none-match", r#"W/"4" , "7""#);
         assert_eq!(pre.if_none_match, Some(Versions::Listed(vec![4, 7])));
-        let pre = parse("if-none-match", " * ").unwrap();
+        let pre = parse("if-none-match", " * ");
         assert_eq!(pre.if_none_match, Some(Versions::Any));
-        assert!(parse("if-match", r#""abc""#).unwrap().if_match == Some(Versions::Listed(vec![])));
+        assert_eq!(
+            parse("if-match", r#""abc""#).if_match,
+            Some(Versions::Listed(vec![]))
+        );
     }
 
     #[test]
-    fn malformed_lists_are_refused() {
+    fn malformed_lists_match_nothing() {
         for value in [
             "3",
             r#""3"#,
@@ -142,7 +142,9 @@ mod tests {
             r#""3",,"4""#,
             r#"w/"3""#,
         ] {
-            assert!(parse("if-match", value).is_err(), "{value}");
+            assert!(parse_list(value).is_none(), "{value}");
+            let pre = parse("if-match", value);
+            assert_eq!(pre.if_match, Some(Versions::Listed(vec![])), "{value}");
         }
     }
 

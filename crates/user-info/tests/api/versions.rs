@@ -270,21 +270,26 @@ async fn if_none_match_star_under_10_concurrent_creators_gives_exactly_one_201()
 }
 
 #[tokio::test]
-async fn malformed_conditions_are_400() {
+async fn conditions_that_are_not_entity_tags_match_nothing() {
     let app = spawn_app().await;
     let id = create(&app, "A").await;
-    for (header, value) in [
-        ("if-match", "1"),
-        ("if-none-match", "\"1"),
-        ("if-match", "*, \"1\""),
-    ] {
+    for value in ["1", "*, \"1\"", "W/\"1\""] {
         let response = app
             .post_user_with(
                 &json!({"user_id": id, "first_name": "B"}),
-                &[(header, value)],
+                &[("if-match", value)],
             )
             .await;
-        problem(response, 400).await;
+        problem(response, 412).await;
     }
-    assert_eq!(app.db.stored(id).unwrap().version, 1);
+    assert_eq!(app.db.stored(id).unwrap().version, 1, "If-Match never held");
+
+    let response = app
+        .post_user_with(
+            &json!({"user_id": id, "first_name": "B"}),
+            &[("if-none-match", "1")],
+        )
+        .await;
+    assert_eq!(response.status(), 200, "If-None-Match held");
+    assert_eq!(app.db.stored(id).unwrap().version, 2);
 }
