@@ -224,3 +224,69 @@ async fn an_expired_key_counts_as_absent_even_before_it_is_purged() {
     let replay = answer(app.post_user_with(&body, &key).await).await;
     assert_eq!(replay, again, "the new answer is the one kept");
 }
+
+#[tokio::test]
+async fn five_keyed_posts_without_user_id_sent_while_the_first_is_held_in_flight_create_one_user() {
+    let app = Arc::new(spawn_app().await);
+    // Holds every keyed request at the moment it would keep its answer - after
+    // it has created its user - so the five surely overlap.
+    let mut blocker = app.db.connect();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE idempotency_keys IN EXCLUSIVE MODE")
+        .unwrap();
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders: Vec<_> = (0..5)
+        .map(|_| {
+            let (app, finished) = (app.clone(), finished.clone());
+            tokio::spawn(async move {
+                let response = app
+                    .post_user_with(
+                        &json!({"first_name": "Ann"}),
+                        &[("idempotency-key", "held")],
+                    )
+                    .await;
+                let answer = answer(response).await;
+                finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                answer
+            })
+        })
+        .collect();
+    let waiting = format!(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
+        app.db.name
+    );
+    // Four answered while the first waits, or (were the key not claimed) all
+    // five waiting: either way every request has reached the database.
+    let settled = eventually(Duration::from_secs(20), || async {
+        let waiting = app.db.count_where(&waiting);
+        waiting >= 1 && finished.load(std::sync::atomic::Ordering::SeqCst) + waiting as usize >= 5
+    })
+    .await;
+    assert!(settled);
+    blocker.batch_execute("COMMIT").unwrap();
+
+    let mut answers = Vec::new();
+    for sender in senders {
+        answers.push(sender.await.unwrap());
+    }
+    let created: Vec<_> = answers.iter().filter(|answer| answer.0 == 201).collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|answer| answer.0 == 201 || answer.0 == 409),
+        "{answers:?}"
+    );
+    assert_eq!(app.db.count(), 1, "one row");
+    assert_eq!(
+        answer(
+            app.post_user_with(
+                &json!({"first_name": "Ann"}),
+                &[("idempotency-key", "held")]
+            )
+            .await
+        )
+        .await,
+        *created[0]
+    );
+}
