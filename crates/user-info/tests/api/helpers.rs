@@ -50,6 +50,20 @@ pub async fn spawn_app() -> TestApp {
     app
 }
 
+/// For tests that send many requests at once: a pool as large as their
+/// concurrency and generous timeouts, so that a machine busy with the other
+/// tests answers them late rather than with a 503.
+pub async fn spawn_busy_app() -> TestApp {
+    let db = TestDatabase::create();
+    let mut config = settings(&db.url);
+    config.database.pool_size = 24;
+    config.database.connect_timeout = Duration::from_secs(10);
+    config.database.query_timeout = Duration::from_secs(20);
+    let app = spawn_configured(db, config).await;
+    app.wait_until_ready().await;
+    app
+}
+
 /// Starts the application on `db`, reaching PostgreSQL through `via` (a proxy
 /// address) when given. Does not wait for the database.
 pub async fn spawn_app_on(db: TestDatabase, via: Option<SocketAddr>) -> TestApp {

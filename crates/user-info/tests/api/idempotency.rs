@@ -9,7 +9,9 @@ use diesel::connection::SimpleConnection;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestDatabase, eventually, problem, settings, spawn_app, spawn_configured};
+use crate::helpers::{
+    TestDatabase, eventually, problem, settings, spawn_app, spawn_busy_app, spawn_configured,
+};
 
 fn keys(app: &crate::helpers::TestApp) -> i64 {
     app.db
@@ -54,7 +56,7 @@ async fn the_same_keyed_post_without_user_id_sent_5_times_creates_one_user_and_g
 
 #[tokio::test]
 async fn five_concurrent_keyed_posts_create_one_user_and_each_gets_the_first_answer_or_409() {
-    let app = Arc::new(spawn_app().await);
+    let app = Arc::new(spawn_busy_app().await);
     let body = json!({"first_name": "Ann"});
 
     let senders: Vec<_> = (0..5)
@@ -91,7 +93,7 @@ async fn five_concurrent_keyed_posts_create_one_user_and_each_gets_the_first_ans
 
 #[tokio::test]
 async fn a_retry_while_the_first_request_is_in_flight_is_409_and_then_gets_the_first_answer() {
-    let app = spawn_app().await;
+    let app = spawn_busy_app().await;
     let id = Uuid::new_v4();
     app.post_user(&json!({"user_id": id, "first_name": "A"}))
         .await;
@@ -227,7 +229,7 @@ async fn an_expired_key_counts_as_absent_even_before_it_is_purged() {
 
 #[tokio::test]
 async fn five_keyed_posts_without_user_id_sent_while_the_first_is_held_in_flight_create_one_user() {
-    let app = Arc::new(spawn_app().await);
+    let app = Arc::new(spawn_busy_app().await);
     // Holds every keyed request at the moment it would keep its answer - after
     // it has created its user - so the five surely overlap.
     let mut blocker = app.db.connect();

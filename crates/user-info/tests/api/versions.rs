@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use user_store::Database;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, eventually, problem, settings, spawn_app};
+use crate::helpers::{TestApp, eventually, problem, settings, spawn_app, spawn_busy_app};
 
 fn etag_of(response: &reqwest::Response) -> String {
     response.headers()["etag"].to_str().unwrap().to_owned()
@@ -108,7 +108,7 @@ async fn get_answers_304_with_the_current_etag_and_200_once_the_consumer_changed
 
 #[tokio::test]
 async fn twenty_clients_read_modify_write_one_user_with_if_match_and_no_increment_is_lost() {
-    let app = std::sync::Arc::new(spawn_app().await);
+    let app = std::sync::Arc::new(spawn_busy_app().await);
     let id = create(&app, "").await;
 
     let clients: Vec<_> = (0..20)
@@ -236,7 +236,7 @@ async fn if_match_star_applies_only_to_an_existing_user() {
 
 #[tokio::test]
 async fn if_none_match_star_under_10_concurrent_creators_gives_exactly_one_201() {
-    let app = std::sync::Arc::new(spawn_app().await);
+    let app = std::sync::Arc::new(spawn_busy_app().await);
     let id = Uuid::new_v4();
 
     let creators: Vec<_> = (0..10)
