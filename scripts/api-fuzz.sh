@@ -31,7 +31,8 @@ fuzz() {
     # One worker: hypothesis parses lambda sources with `ast`, which CPython 3.11.7
     # can break on when two threads do it at once ("AST constructor recursion
     # depth mismatch", a schemathesis runtime error, not a finding).
-    st run "$1/openapi.json" --checks all --seed "$SEED" --max-examples "$EXAMPLES" \
+    SCHEMATHESIS_HOOKS=scripts/api_fuzz_hooks.py st --config-file scripts/schemathesis.toml \
+        run "$1/openapi.json" --checks all --seed "$SEED" --max-examples "$EXAMPLES" \
         --workers 1 --request-timeout 10
 }
 

@@ -8,11 +8,17 @@ use std::net::TcpStream;
 
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
-use service_kit::http::{ApiTokens, JsonBody, MAX_HEAD_BYTES, guard, render_problem};
+use service_kit::http::{
+    ApiTokens, JsonBody, MAX_HEAD_BYTES, MergePatchBody, guard, render_problem,
+};
 use service_kit::settings::HttpSettings;
 use tracing_actix_web::TracingLogger;
 
 async fn echo(body: JsonBody) -> HttpResponse {
+    HttpResponse::Ok().body(body.0)
+}
+
+async fn echo_patch(body: MergePatchBody) -> HttpResponse {
     HttpResponse::Ok().body(body.0)
 }
 
@@ -31,6 +37,7 @@ fn serve(tokens: &str) -> u16 {
             .app_data(HttpSettings::default())
             .route("/health", web::get().to(HttpResponse::Ok))
             .route("/echo", web::post().to(echo))
+            .route("/patch", web::post().to(echo_patch))
     })
     .workers(1)
     .disable_signals()
@@ -123,6 +130,24 @@ async fn every_answer_carries_a_request_id() {
     for answer in [ok, refused] {
         assert!(answer.to_lowercase().contains("x-request-id: "), "{answer}");
     }
+}
+
+#[actix_web::test]
+async fn merge_patches_must_say_so_and_json_is_not_one() {
+    let port = serve("");
+    let patch = "content-type: application/merge-patch+json; charset=utf-8\r\n";
+    let (status, answer) = exchange(port, post("/patch", patch, b"{\"a\":null}")).await;
+    assert_eq!(status, 200);
+    assert!(answer.ends_with("{\"a\":null}"), "{answer}");
+    let json = "content-type: application/json\r\n";
+    let (status, answer) = exchange(port, post("/patch", json, b"{}")).await;
+    assert_eq!(status, 415);
+    assert!(answer.contains("application/merge-patch+json"), "{answer}");
+    let (status, _) = exchange(port, post("/echo", patch, b"{}")).await;
+    assert_eq!(status, 415, "a merge patch is not plain JSON");
+    let big = vec![b' '; 64 * 1024 + 1];
+    let (status, _) = exchange(port, post("/patch", patch, &big)).await;
+    assert_eq!(status, 413);
 }
 
 #[actix_web::test]

@@ -1,8 +1,12 @@
 //! Settings, from environment variables (and a `.env` file when present).
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use service_kit::http::ApiTokens;
-use service_kit::settings::{self, FromVariables, HttpSettings, SettingsError, Variables, number};
+use service_kit::settings::{
+    self, FromVariables, HttpSettings, SettingsError, Variables, number, seconds,
+};
 use user_store::DatabaseSettings;
 
 #[derive(Debug, Clone)]
@@ -14,6 +18,9 @@ pub struct Settings {
     /// authentication.
     pub api_tokens: ApiTokens,
     pub http: HttpSettings,
+    /// `IDEMPOTENCY_KEY_TTL`: how long the first answer to a `POST /user` with
+    /// an `Idempotency-Key` is kept and replayed.
+    pub idempotency_key_ttl: Duration,
 }
 
 /// The variables of this service alone.
@@ -24,12 +31,18 @@ struct Own {
     user_info_port: u16,
     #[serde(default)]
     api_tokens: ApiTokens,
+    #[serde(deserialize_with = "seconds")]
+    idempotency_key_ttl: Duration,
 }
 
 impl FromVariables for Settings {
     /// SPEC's variables; unset ones take their documented defaults.
     fn read(variables: Variables) -> Result<Self, SettingsError> {
-        let mut defaults = vec![("user_info_host", "0.0.0.0"), ("user_info_port", "9810")];
+        let mut defaults = vec![
+            ("user_info_host", "0.0.0.0"),
+            ("user_info_port", "9810"),
+            ("idempotency_key_ttl", "86400"),
+        ];
         defaults.extend(DatabaseSettings::DEFAULTS);
         defaults.extend(HttpSettings::DEFAULTS);
         let source = settings::read(&defaults, variables)?;
@@ -40,14 +53,13 @@ impl FromVariables for Settings {
             database: source.get()?,
             api_tokens: own.api_tokens,
             http: source.get()?,
+            idempotency_key_ttl: own.idempotency_key_ttl,
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn with(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
@@ -68,6 +80,7 @@ mod tests {
         assert_eq!(settings.database.query_timeout, Duration::from_secs(10));
         assert_eq!(settings.http.body_timeout, Duration::from_secs(30));
         assert!(!settings.api_tokens.is_enabled());
+        assert_eq!(settings.idempotency_key_ttl, Duration::from_secs(86_400));
     }
 
     #[test]
@@ -76,5 +89,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("database_query_timeout"), "{error}");
+        let error = with(&[("IDEMPOTENCY_KEY_TTL", "a day")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("idempotency_key_ttl"), "{error}");
     }
 }

@@ -20,20 +20,61 @@ pub enum ApiError {
     Parse(#[from] ParseError),
     #[error("{0}")]
     BadQuery(&'static str),
+    #[error("{0}")]
+    BadHeader(String),
     #[error("no user with this user_id")]
     UserNotFound,
+    /// `If-Match` / `If-None-Match` do not hold for the stored version
+    /// (`None`: no such user). Names the version, never the values.
+    #[error("{}", precondition_detail(*.current))]
+    PreconditionFailed { current: Option<i64> },
+    #[error("a request with this Idempotency-Key is still in progress; retry later")]
+    KeyInFlight,
+    #[error("this Idempotency-Key was first used with another body")]
+    KeyReused,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+fn precondition_detail(current: Option<i64>) -> String {
+    match current {
+        Some(version) => format!(
+            "the precondition does not hold: the user's current version is {version} (ETag \"{version}\")"
+        ),
+        None => "the precondition does not hold: there is no user with this user_id".to_owned(),
+    }
+}
+
 impl ApiError {
-    fn problem(&self) -> Problem {
+    /// The problem document of this error (also kept as an idempotent answer).
+    pub fn problem(&self) -> Problem {
         match self {
             ApiError::Parse(error) => Problem::from_parse_error(error),
             ApiError::BadQuery(detail) => Problem::typed(400, "bad-query", "Bad Request", *detail),
+            ApiError::BadHeader(detail) => {
+                Problem::typed(400, "bad-header", "Bad Request", detail.clone())
+            }
             ApiError::UserNotFound => {
                 Problem::typed(404, "user-not-found", "User not found", self.to_string())
             }
+            ApiError::PreconditionFailed { .. } => Problem::typed(
+                412,
+                "precondition-failed",
+                "Precondition failed",
+                self.to_string(),
+            ),
+            ApiError::KeyInFlight => Problem::typed(
+                409,
+                "idempotency-key-in-flight",
+                "Request in progress",
+                self.to_string(),
+            ),
+            ApiError::KeyReused => Problem::typed(
+                422,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                self.to_string(),
+            ),
             ApiError::Store(error) => {
                 // The cause chain can be long; it is logged here once, never answered.
                 tracing::error!(error = error_chain(error), "database error");
@@ -50,18 +91,20 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Parse(ParseError::Syntax(_)) | ApiError::BadQuery(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            ApiError::Parse(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Parse(ParseError::Syntax(_))
+            | ApiError::BadQuery(_)
+            | ApiError::BadHeader(_) => StatusCode::BAD_REQUEST,
+            ApiError::Parse(_) | ApiError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UserNotFound => StatusCode::NOT_FOUND,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::KeyInFlight => StatusCode::CONFLICT,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = problem_response(&self.problem());
-        if matches!(self, ApiError::Store(_)) {
+        if matches!(self, ApiError::Store(_) | ApiError::KeyInFlight) {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, retry_after(DATABASE_RETRY_AFTER));

@@ -1,6 +1,7 @@
-//! The user information service: `POST/GET/DELETE /user` over the user store
+//! The user information service: `POST/PATCH/GET/DELETE /user` (versioned, conditional, idempotent) over the user store
 //! (`user-store`), with the HTTP plumbing every service shares (`service-kit`).
 
+pub mod conditional;
 pub mod config;
 pub mod error;
 pub mod openapi;

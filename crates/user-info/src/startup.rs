@@ -1,4 +1,5 @@
 use std::net::TcpListener;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::{ErrorHandlers, from_fn};
@@ -13,6 +14,8 @@ use crate::routes::configure;
 /// What every handler shares.
 pub struct AppState {
     pub database: Database,
+    /// How long an `Idempotency-Key`'s first answer is kept.
+    pub idempotency_key_ttl: Duration,
 }
 
 pub struct Application {
@@ -27,6 +30,8 @@ impl Application {
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
         let port = listener.local_addr()?.port();
         let database = Database::start(&settings.database, "user-info")?;
+        let ttl = settings.idempotency_key_ttl;
+        purge_expired_keys(database.with_own_pool(1), ttl);
         // One pool per worker thread, DATABASE_POOL_SIZE split evenly over them
         // (rounded up): a connection's I/O then runs on the thread whose requests
         // use it.
@@ -38,6 +43,7 @@ impl Application {
         let server = HttpServer::new(move || {
             let state = web::Data::new(AppState {
                 database: database.with_own_pool(pool_per_worker),
+                idempotency_key_ttl: ttl,
             });
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(render_problem))
@@ -65,4 +71,29 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Deletes expired idempotency keys in the background, as often as they
+/// expire (every `ttl`, between 1 s and 60 s): no cron job needed. An expired
+/// key already counts as absent; this only keeps the table small.
+fn purge_expired_keys(database: Database, ttl: Duration) {
+    let every = ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if !database.is_migrated() {
+                continue;
+            }
+            match database.purge_expired_keys().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
+                Err(error) => tracing::warn!(
+                    error = %service_kit::error_chain(&error),
+                    "cannot purge expired idempotency keys yet"
+                ),
+            }
+        }
+    });
 }

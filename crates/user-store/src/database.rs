@@ -16,9 +16,11 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use domain::{Folded, UserFields};
 use uuid::Uuid;
 
+use crate::conditions::{self, Outcome, Preconditions};
 use crate::connect::{Connector, UrlError};
+use crate::idempotency::{self, Keyed, StoredAnswer};
 use crate::isolate::{self, Refusal, UserRecords};
-use crate::merge::{Expect, merge_many};
+use crate::merge::{Expect, merge_if, merge_many};
 use crate::offsets::{self, OffsetAdvance};
 use crate::schema::{User, user_info};
 use crate::{DatabaseSettings, StoreError, migrate};
@@ -112,6 +114,75 @@ impl Database {
             .bounded(merge_many(&mut conn, &[(id, fields)], Expect::Existing))
             .await;
         settle(conn, result)?.pop().ok_or(StoreError::Contention)
+    }
+
+    /// Merges one change under preconditions (`If-Match`, `If-None-Match`),
+    /// checked by the statement that writes. Creates the user only when
+    /// `may_create` (`POST /user`; `PATCH` never creates). Returns the stored
+    /// user and whether it was created.
+    pub async fn merge_if(
+        &self,
+        id: Uuid,
+        fields: &UserFields,
+        preconditions: &Preconditions,
+        may_create: bool,
+    ) -> Result<Outcome<(User, bool)>, StoreError> {
+        let mut conn = self.checkout().await?;
+        let result = self
+            .bounded(merge_if(&mut conn, id, fields, preconditions, may_create))
+            .await;
+        settle(conn, result)
+    }
+
+    /// Deletes a user when the preconditions hold, checked by the statement
+    /// that deletes.
+    pub async fn delete_if(
+        &self,
+        id: Uuid,
+        preconditions: &Preconditions,
+    ) -> Result<Outcome<()>, StoreError> {
+        let mut conn = self.checkout().await?;
+        let result = self
+            .bounded(conditions::delete_if(&mut conn, id, preconditions))
+            .await;
+        settle(conn, result)
+    }
+
+    /// [`Database::merge_if`] (creating) under an idempotency key: the first
+    /// request with `key` applies the change and keeps `answer`'s rendering
+    /// of it for `ttl`, in one transaction; a retry with the same body
+    /// (`fingerprint`) gets that answer again, with nothing applied.
+    pub async fn merge_once(
+        &self,
+        key: &str,
+        fingerprint: &[u8],
+        ttl: Duration,
+        change: (Uuid, &UserFields, &Preconditions),
+        answer: impl FnOnce(&Outcome<(User, bool)>) -> StoredAnswer + Send,
+    ) -> Result<Keyed, StoreError> {
+        let (id, fields, preconditions) = change;
+        let mut conn = self.checkout().await?;
+        let transaction = conn.transaction::<_, StoreError, _>(async |conn| {
+            if !idempotency::lock(conn, key).await? {
+                return Ok(Keyed::InFlight);
+            }
+            if let Some(kept) = idempotency::kept(conn, key, fingerprint).await? {
+                return Ok(kept);
+            }
+            let outcome = merge_if(conn, id, fields, preconditions, true).await?;
+            let answer = answer(&outcome);
+            idempotency::keep(conn, key, fingerprint, &answer, ttl).await?;
+            Ok(Keyed::First(answer))
+        });
+        let result = self.bounded(transaction).await;
+        settle(conn, result)
+    }
+
+    /// Deletes the idempotency keys that have expired; returns how many.
+    pub async fn purge_expired_keys(&self) -> Result<usize, StoreError> {
+        let mut conn = self.checkout().await?;
+        let result = self.bounded(idempotency::purge_expired(&mut conn)).await;
+        settle(conn, result)
     }
 
     /// Applies a batch of Kafka records, already folded to one operation per

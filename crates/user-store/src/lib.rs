@@ -7,15 +7,20 @@
 //! - [`migrate`]: the embedded migrations, applied at start-up under an
 //!   advisory lock;
 //! - [`schema`]: the table and a stored [`User`];
-//! - `merge`: the merge rule in SQL, for one change or a batch;
+//! - `merge`: the merge rule in SQL, for one change or a batch; every change
+//!   moves the user's `version`, conditional ones only when [`Preconditions`]
+//!   hold (checked by the statement that writes);
+//! - `idempotency`: the first answer to a keyed request, kept and replayed;
 //! - `isolate`: the records the database itself refuses (SQLSTATE 22, 23),
 //!   found by splitting a batch, so the rest of it can land;
 //! - `offsets`: where each consumer group is in each partition, advanced in
 //!   the same transaction as the rows (effectively once, zombies fenced);
 //! - [`Database`]: the pool and its operations, each bounded in time.
 
+mod conditions;
 pub mod connect;
 mod database;
+mod idempotency;
 mod isolate;
 mod merge;
 pub mod migrate;
@@ -29,7 +34,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use service_kit::settings::{number, seconds};
 
+pub use conditions::{Outcome, Preconditions, Versions};
 pub use database::Database;
+pub use idempotency::{Keyed, StoredAnswer};
 pub use isolate::{Refusal, UserRecords};
 pub use offsets::OffsetAdvance;
 pub use schema::User;

@@ -8,13 +8,14 @@
 use std::collections::HashSet;
 
 use diesel::QueryResult;
-use diesel::sql_types::{Array, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::UserFields;
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::schema::User;
+use crate::conditions::{Outcome, Preconditions, Versions};
+use crate::schema::{User, user_info};
 
 /// How many times a merge retries rows that a concurrent writer created or
 /// deleted between our UPDATE and INSERT before giving up.
@@ -27,6 +28,74 @@ pub(crate) const MERGE_ATTEMPTS: usize = 8;
 pub(crate) enum Expect {
     Existing,
     New,
+}
+
+/// One change merged under a precondition (`If-Match`, `If-None-Match`),
+/// creating the user only when `may_create` (`POST`, not `PATCH`).
+///
+/// Each write is one statement that checks and changes at once: a
+/// [`ConditionalUpdate`] for a user that exists, `INSERT ... ON CONFLICT DO
+/// NOTHING` for one that does not. When it writes nothing, the stored version
+/// is read to tell why: the precondition fails (412), the user is unknown
+/// (404), or the row was created or deleted in between - then it is tried again.
+pub(crate) async fn merge_if(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    fields: &UserFields,
+    preconditions: &Preconditions,
+    may_create: bool,
+) -> Result<Outcome<(User, bool)>, StoreError> {
+    // `If-None-Match: *` can only hold for a user that does not exist yet.
+    let mut exists = !matches!(preconditions.if_none_match, Some(Versions::Any));
+    for _ in 0..MERGE_ATTEMPTS {
+        if exists {
+            let update = ConditionalUpdate {
+                id,
+                fields: [
+                    fields.first_name.as_ref().map(|v| v.as_str()),
+                    fields.last_name.as_ref().map(|v| v.as_str()),
+                    fields.email.as_ref().map(|v| v.as_str()),
+                    fields.phone_number.as_ref().map(|v| v.as_str()),
+                ],
+                if_match: preconditions.if_match.as_ref().and_then(Versions::listed),
+                if_none_match: preconditions
+                    .if_none_match
+                    .as_ref()
+                    .and_then(Versions::listed),
+            };
+            if let Some(user) = update.load(conn).await?.pop() {
+                return Ok(Outcome::Done((user, false)));
+            }
+        } else if may_create && preconditions.if_match.is_none() {
+            let created = run_merge_statement(conn, INSERT_SQL, &[(id, fields)]).await?;
+            if let Some(user) = created.into_iter().next() {
+                return Ok(Outcome::Done((user, true)));
+            }
+        }
+        let current = stored_version(conn, id).await?;
+        if !preconditions.hold(current) {
+            return Ok(Outcome::PreconditionFailed { current });
+        }
+        match current {
+            None if !may_create => return Ok(Outcome::NotFound),
+            current => exists = current.is_some(),
+        }
+    }
+    Err(StoreError::Contention)
+}
+
+/// The stored version of a user; `None` when there is no such user.
+pub(crate) async fn stored_version(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<i64>> {
+    use diesel::{OptionalExtension, QueryDsl};
+    user_info::table
+        .find(id)
+        .select(user_info::version)
+        .first(conn)
+        .await
+        .optional()
 }
 
 /// The merge itself; `changes` must name each user at most once.
@@ -62,15 +131,25 @@ pub(crate) async fn merge_many(
     }
 }
 
+/// What a change does to a stored row `u` from the change `c`: the one place
+/// where `updated_at` and `version` move, in the same statement as the fields,
+/// for every writer (HTTP, conditional or not, and Kafka batches).
+macro_rules! update_head {
+    () => {
+        "UPDATE user_info AS u SET \
+            first_name = COALESCE(c.first_name, u.first_name), \
+            last_name = COALESCE(c.last_name, u.last_name), \
+            email = COALESCE(c.email, u.email), \
+            phone_number = COALESCE(c.phone_number, u.phone_number), \
+            updated_at = now(), \
+            version = u.version + 1 \
+         FROM "
+    };
+}
+
 /// The two merge statements, around the changes (`unnest(...)` or `(VALUES (...))`).
 pub(crate) const UPDATE_SQL: (&str, &str) = (
-    "UPDATE user_info AS u SET \
-        first_name = COALESCE(c.first_name, u.first_name), \
-        last_name = COALESCE(c.last_name, u.last_name), \
-        email = COALESCE(c.email, u.email), \
-        phone_number = COALESCE(c.phone_number, u.phone_number), \
-        updated_at = now() \
-     FROM ",
+    update_head!(),
     " AS c(user_id, first_name, last_name, email, phone_number) \
      WHERE u.user_id = c.user_id \
      RETURNING u.*",
@@ -171,5 +250,49 @@ impl diesel::query_builder::QueryId for MergeStatement<'_> {
 }
 
 impl diesel::query_builder::Query for MergeStatement<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+/// [`UPDATE_SQL`] for one change, applied only when the stored version is among
+/// `if_match` and not among `if_none_match` (either `None`: no such check).
+struct ConditionalUpdate<'a> {
+    id: Uuid,
+    /// First name, last name, email, phone number; `None` = unchanged.
+    fields: [Option<&'a str>; 4],
+    if_match: Option<&'a [i64]>,
+    if_none_match: Option<&'a [i64]>,
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for ConditionalUpdate<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        out.push_sql(UPDATE_SQL.0);
+        out.push_sql("(VALUES (");
+        out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.id)?;
+        for field in &self.fields {
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, _>(field)?;
+        }
+        out.push_sql(
+            ")) AS c(user_id, first_name, last_name, email, phone_number) \
+             WHERE u.user_id = c.user_id \
+               AND u.version = ANY(COALESCE(",
+        );
+        out.push_bind_param::<Nullable<Array<BigInt>>, _>(&self.if_match)?;
+        out.push_sql(", ARRAY[u.version])) AND u.version <> ALL(COALESCE(");
+        out.push_bind_param::<Nullable<Array<BigInt>>, _>(&self.if_none_match)?;
+        out.push_sql(", '{}'::bigint[])) RETURNING u.*");
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::QueryId for ConditionalUpdate<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for ConditionalUpdate<'_> {
     type SqlType = diesel::sql_types::Untyped;
 }

@@ -14,6 +14,7 @@ diesel::table! {
         phone_number -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        version -> BigInt,
     }
 }
 
@@ -30,6 +31,9 @@ pub struct User {
     pub phone_number: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// 1 when created, +1 on every change (HTTP or Kafka); the strong ETag
+    /// `"<version>"`.
+    pub version: i64,
 }
 
 diesel::table! {
@@ -39,5 +43,17 @@ diesel::table! {
         partition -> Integer,
         next_offset -> BigInt,
         updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (key) {
+        key -> Text,
+        fingerprint -> Bytea,
+        status -> SmallInt,
+        response_body -> Text,
+        etag -> Nullable<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
     }
 }

@@ -4,8 +4,9 @@
 //! - [`guard`]: one middleware for every app - 431 past [`MAX_HEAD_BYTES`], 401
 //!   without a valid bearer token (when `API_TOKENS` is set), and the request id
 //!   echoed as `x-request-id`;
-//! - [`JsonBody`]: the body extractor - 415 unless JSON, 413 past
-//!   [`MAX_BODY_BYTES`], 408 when it arrives too slowly;
+//! - [`JsonBody`], [`MergePatchBody`]: the body extractors - 415 unless JSON
+//!   (or a JSON merge patch), 413 past [`MAX_BODY_BYTES`], 408 when it arrives
+//!   too slowly;
 //! - [`Problem`] and [`render_problem`]: every error answer, ours or actix's own,
 //!   is an RFC 9457 `application/problem+json` document;
 //! - [`BearerAuth`]: the bearer scheme in the OpenAPI documents.
@@ -17,7 +18,7 @@ mod openapi;
 mod problem;
 
 pub use auth::{ApiTokens, OPEN_PATHS};
-pub use body::{BodyError, JsonBody, MAX_BODY_BYTES};
+pub use body::{BodyError, JsonBody, MAX_BODY_BYTES, MediaType, MergePatchBody};
 pub use guard::{MAX_HEAD_BYTES, guard, head_size};
 pub use openapi::BearerAuth;
 pub use problem::{PROBLEM_JSON, Problem, problem_response, render_problem, retry_after};

@@ -9,6 +9,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/user")
             .route(web::post().to(user::post_user))
             .route(web::get().to(user::get_user))
+            .route(web::patch().to(user::patch_user))
             .route(web::delete().to(user::delete_user)),
     )
     .service(web::resource("/health").route(web::get().to(health::health)))

@@ -51,6 +51,20 @@ pub async fn spawn_app() -> TestApp {
     app
 }
 
+/// For tests that send many requests at once: a pool as large as their
+/// concurrency and generous timeouts, so that a machine busy with the other
+/// tests answers them late rather than with a 503.
+pub async fn spawn_busy_app() -> TestApp {
+    let db = TestDatabase::create();
+    let mut config = settings(&db.url);
+    config.database.pool_size = 24;
+    config.database.connect_timeout = Duration::from_secs(10);
+    config.database.query_timeout = Duration::from_secs(20);
+    let app = spawn_configured(db, config).await;
+    app.wait_until_ready().await;
+    app
+}
+
 /// Starts the application on `db`, reaching PostgreSQL through `via` (a proxy
 /// address) when given. Does not wait for the database.
 pub async fn spawn_app_on(db: TestDatabase, via: Option<SocketAddr>) -> TestApp {
@@ -119,6 +133,24 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// A request to `path` of the application, to add headers and a body to.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.address))
+    }
+
+    /// `POST /user` with extra headers.
+    pub async fn post_user_with(&self, body: &Value, headers: &[(&str, &str)]) -> Response {
+        let mut request = self
+            .request(reqwest::Method::POST, "/user")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
     }
 
     pub async fn get_user(&self, id: &str) -> Response {

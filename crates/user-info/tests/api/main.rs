@@ -3,9 +3,12 @@
 mod auth;
 mod database;
 mod helpers;
+mod idempotency;
 mod input;
 mod logs;
 mod openapi;
+mod patch;
 mod probe;
 mod slow_clients;
 mod user;
+mod versions;

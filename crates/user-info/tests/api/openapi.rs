@@ -12,14 +12,27 @@ async fn the_openapi_document_lists_every_endpoint_and_status() {
     let doc: Value = response.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
 
-    let expected: [(&str, &str, &[&str]); 5] = [
+    let expected: [(&str, &str, &[&str]); 6] = [
         (
             "/user",
             "post",
-            &["200", "201", "400", "401", "413", "415", "422", "503"],
+            &[
+                "200", "201", "400", "401", "409", "412", "413", "415", "422", "503",
+            ],
         ),
-        ("/user", "get", &["200", "400", "401", "404", "503"]),
-        ("/user", "delete", &["204", "400", "401", "404", "503"]),
+        (
+            "/user",
+            "patch",
+            &[
+                "200", "400", "401", "404", "412", "413", "415", "422", "503",
+            ],
+        ),
+        ("/user", "get", &["200", "304", "400", "401", "404", "503"]),
+        (
+            "/user",
+            "delete",
+            &["204", "400", "401", "404", "412", "503"],
+        ),
         ("/health", "get", &["200"]),
         ("/ready", "get", &["200", "503"]),
     ];
@@ -40,6 +53,30 @@ async fn the_openapi_document_lists_every_endpoint_and_status() {
             }
         }
     }
+    let headers = |method: &str| -> Vec<String> {
+        doc["paths"]["/user"][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in"] == "header")
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        headers("post"),
+        ["If-Match", "If-None-Match", "Idempotency-Key"]
+    );
+    assert_eq!(headers("patch"), ["If-Match", "If-None-Match"]);
+    assert_eq!(headers("get"), ["If-None-Match"]);
+    assert_eq!(headers("delete"), ["If-Match", "If-None-Match"]);
+    let patch_body = &doc["paths"]["/user"]["patch"]["requestBody"]["content"];
+    assert!(patch_body.get("application/merge-patch+json").is_some());
+    for (method, status) in [("get", "200"), ("post", "201"), ("patch", "200")] {
+        let etag = &doc["paths"]["/user"][method]["responses"][status]["headers"]["ETag"];
+        assert!(etag.is_object(), "{method} {status} documents its ETag");
+    }
+    assert!(doc["components"]["schemas"]["User"]["properties"]["version"].is_object());
+
     let problem = &doc["components"]["schemas"]["Problem"]["properties"];
     for field in ["type", "title", "status", "detail", "errors"] {
         assert!(problem.get(field).is_some(), "Problem.{field}");
