@@ -524,6 +524,28 @@ mod tests {
             format!("{:?}", documented.upstream),
             format!("{:?}", defaults.upstream)
         );
+        // KAFKA_GROUP_ID there is the consumer's; the enricher's own are these.
+        let (documented, defaults) = (documented.kafka, defaults.kafka);
+        assert_eq!(documented.input_topic(), None);
+        assert_eq!(
+            defaults.input_topic(),
+            None,
+            "the Kafka mode is off by default"
+        );
+        assert_eq!(
+            documented.enricher_output_topic,
+            defaults.enricher_output_topic
+        );
+        assert_eq!(documented.enricher_dlq_topic, defaults.enricher_dlq_topic);
+        assert_eq!(
+            documented.enricher_kafka_max_in_flight,
+            defaults.enricher_kafka_max_in_flight
+        );
+        assert_eq!(
+            documented.enricher_kafka_retry_backoff,
+            defaults.enricher_kafka_retry_backoff
+        );
+        assert_eq!(defaults.kafka_group_id, "profile-enricher");
     }
 
     #[test]

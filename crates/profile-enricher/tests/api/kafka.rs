@@ -19,7 +19,8 @@ const LONG: Duration = Duration::from_secs(120);
 
 /// A deterministic upstream: its answer depends on the body only, so an answer
 /// on the output topic can be compared with what `POST /users` answers. While
-/// `down`, it answers 503; it refuses (400) the user `refused`.
+/// `down`, it answers 503; it refuses (400) the user `refused`; it answers
+/// ages below 24 later the younger they are (5 ms per year).
 #[derive(Clone, Default)]
 struct Echo {
     down: Arc<AtomicBool>,
@@ -34,7 +35,10 @@ impl Respond for Echo {
         if body["userId"] == "refused" {
             return ResponseTemplate::new(400);
         }
+        // Younger profiles take longer: 5 ms per year below 24.
+        let delay = 24u64.saturating_sub(body["age"].as_u64().unwrap_or(24));
         json_answer(json!({"source_user_id": body["userId"], "age_seen": body["age"]}))
+            .set_delay(Duration::from_millis(delay * 5))
     }
 }
 
@@ -225,10 +229,12 @@ async fn after_kill_9_and_a_restart_every_input_has_an_answer_in_order_per_user(
         .respond_with(Echo::default())
         .mount(&upstream)
         .await;
-    // 300 users, 4 versions each (ages 20..24): order is checkable per user.
+    // 300 users, 4 versions each (ages 20..24), one user's next to each other:
+    // order is checkable per user. The upstream answers a later version sooner
+    // (see `Echo`), so only waiting for the previous record keeps the order.
     let mut records = Vec::new();
-    for version in 20..24 {
-        for n in 0..300 {
+    for n in 0..300 {
+        for version in 20..24 {
             let user = format!("user-{n}");
             records.push(record(&user, &profile(&user, version)));
         }
