@@ -20,10 +20,13 @@ const LONG: Duration = Duration::from_secs(120);
 /// A deterministic upstream: its answer depends on the body only, so an answer
 /// on the output topic can be compared with what `POST /users` answers. While
 /// `down`, it answers 503; it refuses (400) the user `refused`; it answers
-/// ages below 24 later the younger they are (5 ms per year).
+/// ages below 24 later the younger they are (5 ms per year, or 100 when `slow`:
+/// then a user's four versions take 0.9 s, longer than an auto-commit interval).
 #[derive(Clone, Default)]
 struct Echo {
     down: Arc<AtomicBool>,
+    /// 100 ms per year below 24 instead of 5.
+    slow: bool,
 }
 
 impl Respond for Echo {
@@ -35,10 +38,11 @@ impl Respond for Echo {
         if body["userId"] == "refused" {
             return ResponseTemplate::new(400);
         }
-        // Younger profiles take longer: 5 ms per year below 24.
-        let delay = 24u64.saturating_sub(body["age"].as_u64().unwrap_or(24));
+        // Younger profiles take longer: 5 (or 100) ms per year below 24.
+        let years = 24u64.saturating_sub(body["age"].as_u64().unwrap_or(24));
+        let delay = years * if self.slow { 100 } else { 5 };
         json_answer(json!({"source_user_id": body["userId"], "age_seen": body["age"]}))
-            .set_delay(Duration::from_millis(delay * 5))
+            .set_delay(Duration::from_millis(delay))
     }
 }
 
@@ -226,7 +230,10 @@ async fn after_kill_9_and_a_restart_every_input_has_an_answer_in_order_per_user(
     let topics = Topics::create(&broker, 3).await;
     let upstream = MockServer::start().await;
     Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(Echo::default())
+        .respond_with(Echo {
+            slow: true,
+            ..Echo::default()
+        })
         .mount(&upstream)
         .await;
     // 300 users, 4 versions each (ages 20..24), one user's next to each other:
@@ -252,7 +259,12 @@ async fn after_kill_9_and_a_restart_every_input_has_an_answer_in_order_per_user(
     })
     .await;
     assert!(midway, "the first process answered too little");
+    let answered = metric(&address, "enricher_kafka_records_out_total").await;
     first.child.kill().unwrap();
+    assert!(
+        answered < 1200.0,
+        "the kill came too late: {answered} answered"
+    );
     first.child.wait().unwrap();
 
     let port = free_port();
