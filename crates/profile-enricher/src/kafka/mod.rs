@@ -22,6 +22,11 @@
 //! dead-letters nor drops a good profile. A failed produce is retried the same
 //! way.
 //!
+//! Records waiting out an outage hold their in-flight places; when every place
+//! is taken the loop stops polling, and after `max.poll.interval.ms` (5 min)
+//! librdkafka leaves the group and rejoins at the next poll: the records since
+//! the stored offsets are then answered again (duplicates, never losses).
+//!
 //! **Stopping.** SIGTERM/SIGINT: no record is taken any more; records in flight
 //! may finish within [`SHUTDOWN_GRACE`], the rest are abandoned (their offsets
 //! are not stored, the next owner replays them); the stored offsets are
