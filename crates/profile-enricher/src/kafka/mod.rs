@@ -270,7 +270,9 @@ impl KafkaWorker {
                     let key = record.key.clone().unwrap_or_default();
                     let previous = turns.insert(key, mine);
                     if turns.len() > 4 * self.max_in_flight {
-                        turns.retain(|_, turn| turn.peek().is_none());
+                        // Finished turns go (polling a finished one resolves at
+                        // once); at most `max_in_flight` are unfinished.
+                        turns.retain(|_, turn| turn.clone().now_or_never().is_none());
                     }
                     let shared = shared.clone();
                     let done_tx = done_tx.clone();
