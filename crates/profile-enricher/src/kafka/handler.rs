@@ -57,3 +57,38 @@ pub fn is_transient(error: &EnrichmentError) -> bool {
         EnrichmentError::Source { error, .. } => is_transient(error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use reqwest::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn outages_are_transient_and_refusals_are_not() {
+        let deadline = EnrichmentError::DeadlineExceeded {
+            deadline: Duration::from_secs(1),
+            attempts: 2,
+            last: "503".to_owned(),
+        };
+        let open = EnrichmentError::CircuitOpen {
+            retry_after: Duration::from_secs(5),
+            attempts: 0,
+        };
+        let refused = EnrichmentError::Rejected {
+            status: StatusCode::BAD_REQUEST,
+        };
+        assert!(is_transient(&deadline));
+        assert!(is_transient(&open));
+        assert!(!is_transient(&refused));
+        assert!(!is_transient(&EnrichmentError::NotAnObject));
+        let named = |error| EnrichmentError::Source {
+            name: "geo".to_owned(),
+            error: Box::new(error),
+        };
+        assert!(is_transient(&named(open.clone())));
+        assert!(!is_transient(&named(refused.clone())));
+    }
+}

@@ -487,6 +487,24 @@ async fn prefer_respond_async_answers_202_and_the_answer_appears_on_the_output_t
 }
 
 #[tokio::test]
+async fn ready_answers_503_in_the_kafka_mode_while_the_consumer_is_not_in_its_group() {
+    // No broker listens there: the consumer can never join.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let app = spawn_app_with(|settings| {
+        settings.kafka.enricher_input_topic = Some("profiles".to_owned());
+        settings.kafka.connection.kafka_bootstrap_servers = nowhere;
+    })
+    .await;
+    let response = app.get("/ready").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(app.get("/health").await.status(), 200);
+}
+
+#[tokio::test]
 async fn without_an_input_topic_prefer_respond_async_is_ignored() {
     let app = spawn_app_with(|_| {}).await;
     app.upstream_answers(Echo::default()).await;
