@@ -7,6 +7,7 @@ use anyhow::{Context, ensure};
 use reqwest::Url;
 use serde::{Deserialize, Deserializer};
 use service_kit::http::ApiTokens;
+use service_kit::kafka::KafkaConnection;
 use service_kit::settings::{self, HttpSettings, Variables, number, seconds};
 
 /// Bases above this are surely a unit mistake, and would let `BACKOFF_BASE * 2^n`
@@ -31,6 +32,47 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub http: HttpSettings,
     pub api_tokens: ApiTokens,
+    /// Asynchronous enrichment over Kafka; off unless `ENRICHER_INPUT_TOPIC` is set.
+    pub kafka: KafkaSettings,
+}
+
+/// Asynchronous enrichment (see `kafka`): the topics, the group, and the same
+/// `KAFKA_*` connection variables as the user-info consumer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSettings {
+    /// Profiles to enrich (key: userId, value: a `POST /users` body); unset or
+    /// blank = the mode is off, and `Prefer: respond-async` is ignored.
+    #[serde(default)]
+    pub enricher_input_topic: Option<String>,
+    /// Where the answers go (key: userId, value: the `POST /users` 200 body).
+    pub enricher_output_topic: String,
+    /// Invalid profiles and profiles a source refused, with `dlq-*` headers.
+    pub enricher_dlq_topic: String,
+    pub kafka_group_id: String,
+    pub kafka_auto_offset_reset: String,
+    #[serde(deserialize_with = "number")]
+    pub kafka_session_timeout_ms: u32,
+    #[serde(deserialize_with = "number")]
+    pub kafka_heartbeat_interval_ms: u32,
+    /// Records enriched at once at most (across keys; one key is one at a time).
+    #[serde(deserialize_with = "number")]
+    pub enricher_kafka_max_in_flight: usize,
+    /// The first wait before a record whose sources failed transiently is tried
+    /// again (doubling up to 30 s); its partition stays paused meanwhile.
+    #[serde(deserialize_with = "seconds")]
+    pub enricher_kafka_retry_backoff: Duration,
+    #[serde(skip)]
+    pub connection: KafkaConnection,
+}
+
+impl KafkaSettings {
+    /// The input topic, when the mode is on.
+    pub fn input_topic(&self) -> Option<&str> {
+        self.enricher_input_topic
+            .as_deref()
+            .map(str::trim)
+            .filter(|topic| !topic.is_empty())
+    }
 }
 
 /// The variables of the service itself; the others are read as their own
@@ -164,12 +206,23 @@ fn read(variables: Variables) -> anyhow::Result<Settings> {
         ("circuit_breaker_half_open_probes", "3"),
         ("enrichment_cache_ttl", "0"),
         ("enrichment_cache_max_entries", "10000"),
+        ("enricher_output_topic", "profiles.enriched"),
+        ("enricher_dlq_topic", "profiles.dlq"),
+        ("kafka_group_id", "profile-enricher"),
+        ("kafka_auto_offset_reset", "earliest"),
+        ("kafka_session_timeout_ms", "45000"),
+        ("kafka_heartbeat_interval_ms", "3000"),
+        ("enricher_kafka_max_in_flight", "64"),
+        ("enricher_kafka_retry_backoff", "1"),
     ];
     defaults.extend(HttpSettings::DEFAULTS);
+    defaults.extend(KafkaConnection::DEFAULTS);
     let source = settings::read(&defaults, variables)?;
     let own: Own = source.get()?;
     let mut upstream: UpstreamSettings = source.get()?;
     upstream.sources = declared_sources(&source)?;
+    let mut kafka: KafkaSettings = source.get()?;
+    kafka.connection = source.get()?;
     let settings = Settings {
         host: own.enricher_host,
         port: own.enricher_port,
@@ -178,6 +231,7 @@ fn read(variables: Variables) -> anyhow::Result<Settings> {
         upstream,
         http: source.get()?,
         api_tokens: own.api_tokens,
+        kafka,
     };
     settings.check()?;
     Ok(settings)
@@ -265,6 +319,15 @@ fn parse_flag(text: &str) -> anyhow::Result<bool> {
 impl Settings {
     fn check(&self) -> anyhow::Result<()> {
         let upstream = &self.upstream;
+        ensure!(
+            self.kafka.enricher_kafka_max_in_flight >= 1,
+            "ENRICHER_KAFKA_MAX_IN_FLIGHT must be at least 1"
+        );
+        ensure!(
+            self.kafka.enricher_kafka_retry_backoff <= MAX_WAIT,
+            "ENRICHER_KAFKA_RETRY_BACKOFF must be at most {} seconds",
+            MAX_WAIT.as_secs()
+        );
         ensure!(
             upstream.max_concurrency >= 1,
             "MAX_CONCURRENCY must be at least 1"
@@ -461,6 +524,28 @@ mod tests {
             format!("{:?}", documented.upstream),
             format!("{:?}", defaults.upstream)
         );
+        // KAFKA_GROUP_ID there is the consumer's; the enricher's own are these.
+        let (documented, defaults) = (documented.kafka, defaults.kafka);
+        assert_eq!(documented.input_topic(), None);
+        assert_eq!(
+            defaults.input_topic(),
+            None,
+            "the Kafka mode is off by default"
+        );
+        assert_eq!(
+            documented.enricher_output_topic,
+            defaults.enricher_output_topic
+        );
+        assert_eq!(documented.enricher_dlq_topic, defaults.enricher_dlq_topic);
+        assert_eq!(
+            documented.enricher_kafka_max_in_flight,
+            defaults.enricher_kafka_max_in_flight
+        );
+        assert_eq!(
+            documented.enricher_kafka_retry_backoff,
+            defaults.enricher_kafka_retry_backoff
+        );
+        assert_eq!(defaults.kafka_group_id, "profile-enricher");
     }
 
     #[test]

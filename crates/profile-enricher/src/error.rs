@@ -18,6 +18,9 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
     #[error(transparent)]
     Enrichment(#[from] EnrichmentError),
+    /// `Prefer: respond-async`: the input topic did not acknowledge the profile.
+    #[error("the profile could not be queued for asynchronous enrichment: {0}")]
+    Queue(#[source] rdkafka::error::KafkaError),
     #[error("the metrics could not be rendered")]
     Metrics(#[source] prometheus::Error),
 }
@@ -29,6 +32,7 @@ impl ResponseError for ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Enrichment(error) => enrichment_status(error),
+            ApiError::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Metrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -39,6 +43,7 @@ impl ResponseError for ApiError {
             ApiError::Invalid(error) => Problem::from_parse_error(error),
             ApiError::MethodNotAllowed { .. } => typed(status, "method-not-allowed", self),
             ApiError::Enrichment(error) => typed(status, enrichment_slug(error), self),
+            ApiError::Queue(_) => typed(status, "queue-unavailable", self),
             ApiError::Metrics(_) => typed(status, "internal-error", self),
         };
         if status.is_server_error() && matches!(problem.kind.as_str(), "/problems/internal-error") {
@@ -51,6 +56,10 @@ impl ResponseError for ApiError {
         match self {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, header::HeaderValue::from_static(allow));
+            }
+            ApiError::Queue(error) => {
+                tracing::warn!(%error, "cannot queue a profile");
+                headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             }
             ApiError::Enrichment(error) if error.retry_after().is_some() => {
                 let wait = error.retry_after().unwrap_or_default();

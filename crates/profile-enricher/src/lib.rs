@@ -4,6 +4,7 @@
 pub mod config;
 pub mod enrichment;
 pub mod error;
+pub mod kafka;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -9,8 +9,8 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets from 1 ms to ~16 s: slot waits and upstream calls live in that range.
@@ -35,6 +35,12 @@ pub struct Metrics {
     pub circuit_rejected: IntCounterVec,
     pub coalesced: IntCounterVec,
     pub cache_hits: IntCounterVec,
+    /// The Kafka mode (`ENRICHER_INPUT_TOPIC`).
+    pub kafka_records_in: IntCounter,
+    pub kafka_records_out: IntCounter,
+    pub kafka_dead_lettered: IntCounter,
+    pub kafka_paused_seconds: Counter,
+    pub kafka_lag: IntGaugeVec,
 }
 
 impl Metrics {
@@ -118,6 +124,34 @@ impl Metrics {
             ),
             &["source"],
         )?;
+        let kafka_records_in = IntCounter::new(
+            "enricher_kafka_records_in_total",
+            "Records taken from ENRICHER_INPUT_TOPIC",
+        )?;
+        let kafka_records_out = IntCounter::new(
+            "enricher_kafka_records_out_total",
+            "Answers acknowledged on ENRICHER_OUTPUT_TOPIC",
+        )?;
+        let kafka_dead_lettered = IntCounter::new(
+            "enricher_kafka_dead_lettered_total",
+            "Records acknowledged on ENRICHER_DLQ_TOPIC",
+        )?;
+        let kafka_paused_seconds = Counter::new(
+            "enricher_kafka_paused_seconds_total",
+            "Seconds input partitions spent paused on transient upstream failures (summed over partitions)",
+        )?;
+        let kafka_lag = IntGaugeVec::new(
+            Opts::new(
+                "enricher_kafka_lag",
+                "Records of an input partition not yet consumed (librdkafka's consumer lag)",
+            ),
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(kafka_records_in.clone()))?;
+        registry.register(Box::new(kafka_records_out.clone()))?;
+        registry.register(Box::new(kafka_dead_lettered.clone()))?;
+        registry.register(Box::new(kafka_paused_seconds.clone()))?;
+        registry.register(Box::new(kafka_lag.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_attempts.clone()))?;
         registry.register(Box::new(upstream_retries.clone()))?;
@@ -144,6 +178,11 @@ impl Metrics {
             circuit_rejected,
             coalesced,
             cache_hits,
+            kafka_records_in,
+            kafka_records_out,
+            kafka_dead_lettered,
+            kafka_paused_seconds,
+            kafka_lag,
         })
     }
 

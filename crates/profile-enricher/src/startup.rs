@@ -1,4 +1,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::{ErrorHandlers, from_fn};
@@ -13,12 +15,19 @@ use service_kit::settings::HttpSettings;
 use crate::config::Settings;
 use crate::enrichment::EnrichmentClient;
 use crate::error::ApiError;
+use crate::kafka::{KafkaStatus, KafkaWorker};
 use crate::metrics::{Metrics, record_request};
 use crate::{openapi, routes};
+
+/// How long in-flight HTTP requests may finish after SIGTERM, so that the
+/// process exits within 10 s.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
 
 pub struct Application {
     port: u16,
     server: Server,
+    /// The Kafka mode, when `ENRICHER_INPUT_TOPIC` is set.
+    worker: Option<KafkaWorker>,
 }
 
 impl Application {
@@ -47,8 +56,23 @@ impl Application {
             authentication = settings.api_tokens.is_enabled(),
             "profile-enricher listening"
         );
+        let client = web::Data::new(client);
+        let kafka_status = Arc::new(KafkaStatus::default());
+        let (worker, intake) = match KafkaWorker::build(
+            &settings.kafka,
+            client.clone(),
+            metrics.clone(),
+            kafka_status.clone(),
+        )
+        .context("could not set up the Kafka clients")?
+        {
+            Some((worker, intake)) => (Some(worker), Some(web::Data::new(intake))),
+            None => (None, None),
+        };
         let state = State {
-            client: web::Data::new(client),
+            client,
+            kafka_status: worker.as_ref().map(|_| web::Data::from(kafka_status)),
+            intake,
             metrics: web::Data::new(metrics),
             tokens: web::Data::new(settings.api_tokens),
             environment: web::Data::new(routes::Environment(settings.env)),
@@ -66,16 +90,26 @@ impl Application {
                 .app_data(state.metrics.clone())
                 .app_data(state.tokens.clone())
                 .app_data(state.environment.clone())
+                .configure(|config| {
+                    if let Some(status) = &state.kafka_status {
+                        config.app_data(status.clone());
+                    }
+                    if let Some(intake) = &state.intake {
+                        config.app_data(intake.clone());
+                    }
+                })
                 .configure(configure)
         })
         .client_request_timeout(http.head_timeout)
         .keep_alive(http.keep_alive)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
         .listen(listener)
         .context("could not start the HTTP server")?
         .run();
         Ok(Self {
             port: address.port(),
             server,
+            worker,
         })
     }
 
@@ -83,9 +117,17 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM/SIGINT, then drains in-flight requests (actix's default).
+    /// Serves (and consumes, in the Kafka mode) until SIGTERM/SIGINT, then
+    /// drains in-flight requests and records, all within 10 s.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        match self.worker {
+            None => self.server.await,
+            Some(worker) => {
+                let (served, ()) =
+                    tokio::join!(self.server, worker.run(service_kit::shutdown::signal()));
+                served
+            }
+        }
     }
 }
 
@@ -96,6 +138,9 @@ struct State {
     tokens: web::Data<ApiTokens>,
     environment: web::Data<routes::Environment>,
     http: HttpSettings,
+    /// Only in the Kafka mode: `/ready` covers it, `Prefer: respond-async` uses it.
+    kafka_status: Option<web::Data<KafkaStatus>>,
+    intake: Option<web::Data<crate::kafka::Intake>>,
 }
 
 /// Every route of the service. Errors are answered as problem+json, including a
@@ -106,6 +151,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/health")
                 .route(web::get().to(routes::health))
+                .default_service(only("GET")),
+        )
+        .service(
+            web::resource("/ready")
+                .route(web::get().to(routes::ready))
                 .default_service(only("GET")),
         )
         .service(

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use serde::Deserialize;
+use service_kit::kafka::KafkaConnection;
 use service_kit::settings::{self, FromVariables, SettingsError, Variables, number};
 use user_store::DatabaseSettings;
 
@@ -16,7 +17,6 @@ pub struct Settings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConsumerSettings {
-    pub kafka_bootstrap_servers: String,
     pub kafka_topic: String,
     pub kafka_group_id: String,
     pub kafka_dlq_topic: String,
@@ -29,11 +29,10 @@ pub struct ConsumerSettings {
     /// member stuck on a silent database gives its partitions up).
     #[serde(deserialize_with = "number")]
     pub kafka_max_poll_interval_ms: u32,
-    pub kafka_security_protocol: Option<String>,
-    pub kafka_sasl_mechanism: Option<String>,
-    pub kafka_sasl_username: Option<String>,
-    pub kafka_sasl_password: Option<String>,
-    pub kafka_ssl_ca_location: Option<String>,
+    /// `KAFKA_BOOTSTRAP_SERVERS` and the security variables, shared with the
+    /// enricher's Kafka clients (read as a struct of their own).
+    #[serde(skip)]
+    pub kafka: KafkaConnection,
     pub consumer_metrics_host: String,
     #[serde(deserialize_with = "number")]
     pub consumer_metrics_port: u16,
@@ -49,7 +48,6 @@ impl FromVariables for Settings {
     /// SPEC's variables; unset ones take their documented defaults.
     fn read(variables: Variables) -> Result<Self, SettingsError> {
         let mut defaults = vec![
-            ("kafka_bootstrap_servers", "localhost:9092"),
             ("kafka_topic", "user_service"),
             ("kafka_group_id", "userinfo-consumer-group"),
             ("kafka_dlq_topic", "user_service.dlq"),
@@ -63,9 +61,12 @@ impl FromVariables for Settings {
             ("consumer_batch_max_wait_ms", "50"),
         ];
         defaults.extend(DatabaseSettings::DEFAULTS);
+        defaults.extend(KafkaConnection::DEFAULTS);
         let source = settings::read(&defaults, variables)?;
+        let mut consumer: ConsumerSettings = source.get()?;
+        consumer.kafka = source.get()?;
         Ok(Settings {
-            consumer: source.get()?,
+            consumer,
             database: source.get()?,
         })
     }
@@ -76,23 +77,8 @@ impl ConsumerSettings {
         Duration::from_millis(self.consumer_batch_max_wait_ms)
     }
 
-    /// The librdkafka settings every client of ours shares: brokers and, when
-    /// set, the security variables, passed through unchanged.
+    /// The librdkafka settings every client of ours shares (`service_kit::kafka`).
     pub fn kafka_client(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.kafka_bootstrap_servers);
-        let security = [
-            ("security.protocol", &self.kafka_security_protocol),
-            ("sasl.mechanism", &self.kafka_sasl_mechanism),
-            ("sasl.username", &self.kafka_sasl_username),
-            ("sasl.password", &self.kafka_sasl_password),
-            ("ssl.ca.location", &self.kafka_ssl_ca_location),
-        ];
-        for (key, value) in security {
-            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-                config.set(key, value);
-            }
-        }
-        config
+        self.kafka.client_config()
     }
 }

@@ -41,12 +41,12 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use service_kit::error_chain;
+use service_kit::kafka::DeadLetters;
 use tokio::sync::watch;
 use user_store::{OffsetAdvance, StoreError};
 
 use crate::config::ConsumerSettings;
 use crate::context::{UserContext, commit};
-use crate::dead_letter::DeadLetters;
 use crate::records::{Batch, Incoming};
 use crate::status::Status;
 
@@ -397,7 +397,14 @@ impl UserConsumer {
             let attempt = async {
                 while let Some(letter) = batch.dead_letters.get(written) {
                     self.dead_letters
-                        .write(letter)
+                        .write(
+                            &letter.topic,
+                            letter.partition,
+                            letter.offset,
+                            letter.poison.key.as_deref(),
+                            letter.poison.value.as_deref(),
+                            &letter.poison.reason,
+                        )
                         .await
                         .map_err(Failure::DeadLetter)?;
                     tracing::warn!(

@@ -1,13 +1,12 @@
 //! The Kafka consumer of user records: Kafka -> the user store, at least once.
 //! A pipeline: a record is decoded (`records`), a batch of them folded once per
 //! user, then applied to the store or written to the dead-letter topic
-//! (`dead_letter`); `consumer` only moves data and stores offsets once their
+//! (`service_kit::kafka::DeadLetters`); `consumer` only moves data and stores offsets once their
 //! effect is durable (see there for the delivery guarantee).
 
 pub mod config;
 pub mod consumer;
 mod context;
-mod dead_letter;
 mod http;
 pub mod metrics;
 pub mod records;

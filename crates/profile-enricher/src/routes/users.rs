@@ -1,12 +1,13 @@
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use domain::Profile;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use service_kit::http::{JsonBody, Problem};
 use utoipa::ToSchema;
 
-use crate::enrichment::{EnrichmentClient, SourceStatuses};
+use crate::enrichment::{Enrichment, EnrichmentClient, SourceStatuses};
 use crate::error::ApiError;
+use crate::kafka::Intake;
 use crate::openapi::ProfileBody;
 
 /// The answer of `POST /users`.
@@ -34,6 +35,8 @@ pub struct Enriched<'a> {
     request_body(content = ProfileBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The normalised profile and the upstream's enrichment", body = Enriched),
+        (status = 202, description = "With `Prefer: respond-async` while the Kafka mode is on (ENRICHER_INPUT_TOPIC): the validated profile is on the input topic (acknowledged by the broker); its answer will be on ENRICHER_OUTPUT_TOPIC, keyed by userId", body = Accepted,
+            headers(("Preference-Applied" = String, description = "`respond-async`"))),
         (status = 400, description = "Malformed JSON, or a body that could not be read", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong bearer token (when API_TOKENS is set)", body = Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
@@ -43,7 +46,7 @@ pub struct Enriched<'a> {
         (status = 422, description = "Wrong shape or invalid fields, every one listed", body = Problem, content_type = "application/problem+json"),
         (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "A required source refused the request, answered something other than a JSON object, or still failed after every retry (or the retry budget)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A required source had no slot free within MAX_CONCURRENCY_WAIT, or its circuit breaker is open", body = Problem, content_type = "application/problem+json",
+        (status = 503, description = "A required source had no slot free within MAX_CONCURRENCY_WAIT, or its circuit breaker is open; with `Prefer: respond-async`, the input topic did not take the profile", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
         (status = 504, description = "EXTERNAL_API_DEADLINE passed before a required source answered, or an upstream's Retry-After would pass it", body = Problem, content_type = "application/problem+json"),
     ),
@@ -55,15 +58,62 @@ pub struct Enriched<'a> {
     fields(user_id = tracing::field::Empty)
 )]
 pub async fn enrich_user(
+    request: HttpRequest,
     JsonBody(body): JsonBody,
     client: web::Data<EnrichmentClient>,
+    intake: Option<web::Data<Intake>>,
 ) -> Result<HttpResponse, ApiError> {
     let profile = Profile::from_json(&body)?;
     tracing::Span::current().record("user_id", profile.user_id());
+    if let Some(intake) = intake.filter(|_| prefers_respond_async(&request)) {
+        intake
+            .send(profile.user_id(), &body)
+            .await
+            .map_err(ApiError::Queue)?;
+        return Ok(HttpResponse::Accepted()
+            .insert_header(("Preference-Applied", "respond-async"))
+            .json(Accepted {
+                user_id: profile.user_id(),
+                topic: intake.topic(),
+            }));
+    }
     let enrichment = client.enrich(&profile).await?;
-    Ok(HttpResponse::Ok().json(Enriched {
-        user: &profile,
-        enrichment: &enrichment.object,
-        sources: enrichment.sources.as_ref(),
-    }))
+    Ok(HttpResponse::Ok().json(Enriched::new(&profile, &enrichment)))
+}
+
+/// The answer of `POST /users` with `Prefer: respond-async`.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted<'a> {
+    /// The key of the record on the input topic, and of its answer on the output topic.
+    #[serde(rename = "userId")]
+    user_id: &'a str,
+    /// The input topic that holds the profile.
+    topic: &'a str,
+}
+
+impl<'a> Enriched<'a> {
+    pub fn new(user: &'a Profile, enrichment: &'a Enrichment) -> Self {
+        Self {
+            user,
+            enrichment: &enrichment.object,
+            sources: enrichment.sources.as_ref(),
+        }
+    }
+}
+
+/// The `POST /users` 200 body, byte for byte, for the Kafka path.
+pub fn answer_body(user: &Profile, enrichment: &Enrichment) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&Enriched::new(user, enrichment))
+}
+
+/// RFC 7240: `Prefer` may be repeated and list several preferences, each
+/// possibly with parameters; tokens are case-insensitive.
+fn prefers_respond_async(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get_all("prefer")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|preference| preference.split(';').next())
+        .any(|token| token.trim().eq_ignore_ascii_case("respond-async"))
 }

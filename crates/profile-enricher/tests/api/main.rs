@@ -7,6 +7,7 @@ mod dummy_enrich;
 mod health;
 mod helpers;
 mod http_errors;
+mod kafka;
 mod openapi;
 mod probe;
 mod resilience;

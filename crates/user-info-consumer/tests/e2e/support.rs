@@ -1,5 +1,6 @@
-//! Processes the tests start - a tansu broker, the consumer binary - each killed
-//! by PID when its guard drops, so nothing outlives a test, failed or not.
+//! Processes the tests start - a tansu broker (`service_kit::testing`), the
+//! consumer binary - each killed by PID when its guard drops, so nothing
+//! outlives a test, failed or not.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,13 +9,11 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use user_store::testing::TestDatabase;
 pub use user_store::testing::free_port;
-use user_store::testing::{TestDatabase, eventually};
 use uuid::Uuid;
 
 fn log_path(name: &str) -> PathBuf {
@@ -23,110 +22,8 @@ fn log_path(name: &str) -> PathBuf {
     dir.join(format!("{name}-{}.log", Uuid::new_v4().simple()))
 }
 
-fn log_file(name: &str) -> Stdio {
-    Stdio::from(std::fs::File::create(log_path(name)).unwrap())
-}
-
-/// The tansu binary: `TANSU_BIN`, else the one `.ci/run` installs, else `PATH`.
-fn tansu_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("TANSU_BIN") {
-        return path.into();
-    }
-    let cached = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/tansu-0.6.0-dynostore/bin/tansu");
-    if cached.exists() {
-        cached
-    } else {
-        "tansu".into()
-    }
-}
-
-pub struct Broker {
-    child: Child,
-    pub bootstrap: String,
-}
-
-impl Broker {
-    pub async fn start() -> Self {
-        let port = free_port();
-        Self::start_advertising(port, port).await
-    }
-
-    /// A broker on `port` that tells clients to reach it at `advertised` (where a
-    /// test puts a proxy it can stop and start).
-    pub async fn start_advertising(port: u16, advertised: u16) -> Self {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
-        let child = Command::new(tansu_bin())
-            .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &advertised_url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(log_file("tansu"))
-            .stderr(log_file("tansu-err"))
-            .spawn()
-            .expect("cannot start tansu (see KAFKA.md; .ci/run installs it)");
-        let broker = Broker {
-            child,
-            bootstrap: format!("127.0.0.1:{advertised}"),
-        };
-        let listening = format!("127.0.0.1:{port}");
-        let up = eventually(Duration::from_secs(20), || async {
-            tokio::net::TcpStream::connect(&listening).await.is_ok()
-        })
-        .await;
-        assert!(up, "tansu did not start listening");
-        broker
-    }
-
-    pub async fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .unwrap();
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let results = admin
-            .create_topics(
-                [&topic],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .unwrap();
-        for result in results {
-            result.unwrap();
-        }
-    }
-
-    /// A producer that sends every record in a record batch of its own.
-    /// tansu 0.6.0 cannot fetch from an offset inside a batch: it answers
-    /// from the next batch on (or nothing at the last), so a consumer resuming
-    /// mid-batch would skip records there - a broker fault Kafka does not have.
-    /// Tests that resume from arbitrary offsets produce with this.
-    pub fn producer_one_per_batch(&self) -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("linger.ms", "0")
-            .set("batch.num.messages", "1")
-            .set("message.timeout.ms", "30000")
-            .create()
-            .unwrap()
-    }
-
-    pub fn producer(&self) -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
-            .create()
-            .unwrap()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The tansu broker, shared with the enricher's tests.
+pub use service_kit::testing::Broker;
 
 /// A record to produce: key and value, either possibly absent.
 pub struct Record {

@@ -1,13 +1,13 @@
-//! Writing a record that cannot be applied to the dead-letter topic, with its
-//! original key and value and where it came from.
+//! Writing a record that cannot be processed to the dead-letter topic, with its
+//! original key and value and where it came from: the headers
+//! `dlq-source-topic`, `dlq-source-partition`, `dlq-source-offset` (decimal
+//! strings) and `dlq-reason` (the field and the rule, never the value).
 
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-
-use crate::records::DeadLetter;
 
 pub struct DeadLetters {
     producer: FutureProducer,
@@ -23,14 +23,24 @@ impl DeadLetters {
         &self.topic
     }
 
-    /// Writes one dead letter and waits for the broker's acknowledgement.
-    pub async fn write(&self, letter: &DeadLetter) -> Result<(), KafkaError> {
-        let partition = letter.partition.to_string();
-        let offset = letter.offset.to_string();
+    /// Writes one dead letter - the record from `source_topic`/`partition`/`offset`
+    /// with its `key` and `value` - and waits for the broker's acknowledgement.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write(
+        &self,
+        source_topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        reason: &str,
+    ) -> Result<(), KafkaError> {
+        let partition = partition.to_string();
+        let offset = offset.to_string();
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "dlq-source-topic",
-                value: Some(&letter.topic),
+                value: Some(source_topic),
             })
             .insert(Header {
                 key: "dlq-source-partition",
@@ -42,15 +52,15 @@ impl DeadLetters {
             })
             .insert(Header {
                 key: "dlq-reason",
-                value: Some(&letter.poison.reason),
+                value: Some(reason),
             });
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
-        if let Some(key) = &letter.poison.key {
-            record = record.key(key.as_slice());
+        if let Some(key) = key {
+            record = record.key(key);
         }
-        if let Some(value) = &letter.poison.value {
-            record = record.payload(value.as_slice());
+        if let Some(value) = value {
+            record = record.payload(value);
         }
         self.producer
             .send(record, Duration::from_secs(10))

@@ -1,0 +1,500 @@
+//! Asynchronous enrichment over Kafka, on when `ENRICHER_INPUT_TOPIC` is set.
+//!
+//! A record of the input topic (key: userId, value: a `POST /users` body) goes
+//! through the same parsing, validation and [`EnrichmentClient::enrich`] as
+//! `POST /users` ([`handler`]); its answer - the 200 body, byte for byte - is
+//! produced to `ENRICHER_OUTPUT_TOPIC` keyed by the profile's userId.
+//!
+//! **At least once, in order per key.** Records of different keys are enriched
+//! at once (at most `ENRICHER_KAFKA_MAX_IN_FLIGHT`, and the sources' slots
+//! still bound the upstream calls); a record waits for the previous record of
+//! its key, so two records of one user are answered in offset order. The
+//! producer is idempotent with `acks=all`, and a partition's offset is stored
+//! (auto offset store off, auto commit on) only once every earlier record of
+//! it has its output - or its dead letter - acknowledged ([`tracker`]). A crash
+//! replays what was not stored: duplicates are possible, losses are not.
+//!
+//! **Failures.** An invalid profile, or one a source refuses (a 4xx other than
+//! 408/429, an answer that is not a JSON object), goes to `ENRICHER_DLQ_TOPIC`
+//! with the `dlq-*` headers. A transient failure (outage, deadline, open
+//! breaker, no slot) pauses the record's partition and tries the record again
+//! after `ENRICHER_KAFKA_RETRY_BACKOFF`, doubling up to 30 s: an outage never
+//! dead-letters nor drops a good profile. A failed produce is retried the same
+//! way.
+//!
+//! Records waiting out an outage hold their in-flight places; when every place
+//! is taken the loop stops polling, and after `max.poll.interval.ms` (5 min)
+//! librdkafka leaves the group and rejoins at the next poll: the records since
+//! the stored offsets are then answered again (duplicates, never losses).
+//!
+//! **Stopping.** SIGTERM/SIGINT: no record is taken any more; records in flight
+//! may finish within [`SHUTDOWN_GRACE`], the rest are abandoned (their offsets
+//! are not stored, the next owner replays them); the stored offsets are
+//! committed while leaving the group, bounded too, so the process exits within
+//! 10 s.
+
+mod context;
+pub mod handler;
+pub mod tracker;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use service_kit::kafka::DeadLetters;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use self::context::EnricherContext;
+use self::handler::{Verdict, handle};
+use self::tracker::{Partition, Tracker};
+use crate::config::KafkaSettings;
+use crate::enrichment::EnrichmentClient;
+use crate::metrics::Metrics;
+
+/// How long after SIGTERM records in flight may still finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
+/// How long leaving the group (and the last commit) may take after that.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the Kafka side is well, for `/ready`.
+#[derive(Debug, Default)]
+pub struct KafkaStatus {
+    joined: AtomicBool,
+    producing_failed: AtomicBool,
+}
+
+impl KafkaStatus {
+    /// In the group (partitions assigned, possibly none) and the last produce
+    /// was acknowledged.
+    pub fn is_ready(&self) -> bool {
+        self.joined.load(Ordering::Acquire) && !self.producing_failed.load(Ordering::Acquire)
+    }
+
+    fn set_joined(&self, joined: bool) {
+        self.joined.store(joined, Ordering::Release);
+    }
+
+    fn set_producing_failed(&self, failed: bool) {
+        self.producing_failed.store(failed, Ordering::Release);
+    }
+}
+
+/// The producer `POST /users` with `Prefer: respond-async` writes to.
+pub struct Intake {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Intake {
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Puts a validated profile on the input topic and waits for the broker's
+    /// acknowledgement.
+    pub async fn send(&self, key: &str, value: &[u8]) -> Result<(), KafkaError> {
+        let record = FutureRecord::to(&self.topic).key(key).payload(value);
+        self.producer
+            .send(record, PRODUCE_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error)
+    }
+}
+
+/// What the workers of the records share.
+struct Shared_ {
+    consumer: StreamConsumer<EnricherContext>,
+    producer: FutureProducer,
+    dead_letters: DeadLetters,
+    client: web::Data<EnrichmentClient>,
+    output_topic: String,
+    metrics: Metrics,
+    status: Arc<KafkaStatus>,
+    first_backoff: Duration,
+    /// Per partition: records waiting out a transient failure, and since when
+    /// the partition is paused.
+    paused: Mutex<HashMap<Partition, (usize, Instant)>>,
+}
+
+pub struct KafkaWorker {
+    shared: Arc<Shared_>,
+    max_in_flight: usize,
+}
+
+/// A record whose output (or dead letter) is acknowledged.
+struct Done {
+    generation: u64,
+    partition: Partition,
+    offset: i64,
+}
+
+/// A received record, owned.
+struct Record {
+    partition: Partition,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+}
+
+type Turn = Shared<BoxFuture<'static, ()>>;
+
+impl KafkaWorker {
+    /// The consumer, subscribed, and the producers; `None` when the mode is off.
+    pub fn build(
+        settings: &KafkaSettings,
+        client: web::Data<EnrichmentClient>,
+        metrics: Metrics,
+        status: Arc<KafkaStatus>,
+    ) -> anyhow::Result<Option<(Self, Intake)>> {
+        let Some(input) = settings.input_topic() else {
+            return Ok(None);
+        };
+        let connection = &settings.connection;
+        let consumer: StreamConsumer<EnricherContext> = connection
+            .client_config()
+            .set("group.id", &settings.kafka_group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &settings.kafka_auto_offset_reset)
+            .set(
+                "session.timeout.ms",
+                settings.kafka_session_timeout_ms.to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                settings.kafka_heartbeat_interval_ms.to_string(),
+            )
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(EnricherContext::new(status.clone(), metrics.clone()))?;
+        consumer.subscribe(&[input])?;
+        let producer: FutureProducer = connection
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "10000")
+            .create()?;
+        tracing::info!(
+            input,
+            output = settings.enricher_output_topic,
+            dead_letters = settings.enricher_dlq_topic,
+            group = settings.kafka_group_id,
+            "asynchronous enrichment on: consuming"
+        );
+        let intake = Intake {
+            producer: producer.clone(),
+            topic: input.to_owned(),
+        };
+        let shared = Arc::new(Shared_ {
+            consumer,
+            dead_letters: DeadLetters::new(producer.clone(), settings.enricher_dlq_topic.clone()),
+            producer,
+            client,
+            output_topic: settings.enricher_output_topic.clone(),
+            metrics,
+            status,
+            first_backoff: settings
+                .enricher_kafka_retry_backoff
+                .max(Duration::from_millis(10)),
+            paused: Mutex::new(HashMap::new()),
+        });
+        Ok(Some((
+            Self {
+                shared,
+                max_in_flight: settings.enricher_kafka_max_in_flight.max(1),
+            },
+            intake,
+        )))
+    }
+
+    /// Consumes until `shutdown` resolves, then stops within 10 s (see the
+    /// module's documentation).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let shared = self.shared;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let permits = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut tracker = Tracker::default();
+        let mut generation = shared.consumer.context().rebalances();
+        let mut turns: HashMap<Vec<u8>, Turn> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let next = async {
+                let permit = permits.clone().acquire_owned().await;
+                (permit, shared.consumer.recv().await)
+            };
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(done) = done_rx.recv() => {
+                    store(&shared, &mut tracker, generation, done);
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                (permit, received) = next => {
+                    let Ok(permit) = permit else { break };
+                    let message = match received {
+                        Ok(message) => message,
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot receive from Kafka");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
+                    let now = shared.consumer.context().rebalances();
+                    if now != generation {
+                        generation = now;
+                        tracker.clear();
+                    }
+                    let record = Record::from(&message);
+                    drop(message);
+                    shared.metrics.kafka_records_in.inc();
+                    tracker.take(&record.partition, record.offset);
+                    let (turn_tx, turn_rx) = oneshot::channel::<()>();
+                    let mine: Turn = turn_rx.map(|_| ()).boxed().shared();
+                    let key = record.key.clone().unwrap_or_default();
+                    let previous = turns.insert(key, mine);
+                    if turns.len() > 4 * self.max_in_flight {
+                        // Finished turns go (polling a finished one resolves at
+                        // once); at most `max_in_flight` are unfinished.
+                        turns.retain(|_, turn| turn.clone().now_or_never().is_none());
+                    }
+                    let shared = shared.clone();
+                    let done_tx = done_tx.clone();
+                    tasks.spawn(async move {
+                        if let Some(previous) = previous {
+                            previous.await;
+                        }
+                        let (partition, offset) = (record.partition.clone(), record.offset);
+                        process(&shared, record).await;
+                        drop(permit);
+                        let _ = done_tx.send(Done { generation, partition, offset });
+                        let _ = turn_tx.send(());
+                    });
+                }
+            }
+        }
+        tracing::info!(
+            in_flight = tracker.in_flight(),
+            "shutdown requested: no more records are taken"
+        );
+        let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+        tokio::pin!(grace);
+        while !tasks.is_empty() {
+            tokio::select! {
+                biased;
+                Some(done) = done_rx.recv() => store(&shared, &mut tracker, generation, done),
+                Some(_) = tasks.join_next() => {}
+                () = &mut grace => {
+                    tracing::warn!(
+                        abandoned = tracker.in_flight(),
+                        "shutdown grace over: records in flight are abandoned, unstored, for replay"
+                    );
+                    break;
+                }
+            }
+        }
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        while let Ok(done) = done_rx.try_recv() {
+            store(&shared, &mut tracker, generation, done);
+        }
+        leave(shared).await;
+    }
+}
+
+impl From<&BorrowedMessage<'_>> for Record {
+    fn from(message: &BorrowedMessage<'_>) -> Self {
+        Record {
+            partition: (message.topic().to_owned(), message.partition()),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+        }
+    }
+}
+
+/// A record is acknowledged: stores its partition's offset when every earlier
+/// record of it is acknowledged too.
+fn store(shared: &Shared_, tracker: &mut Tracker, generation: u64, done: Done) {
+    if done.generation != generation {
+        return;
+    }
+    let Some(next) = tracker.finish(&done.partition, done.offset) else {
+        return;
+    };
+    let mut offsets = TopicPartitionList::new();
+    let (topic, partition) = &done.partition;
+    if let Err(error) = offsets.add_partition_offset(topic, *partition, Offset::Offset(next)) {
+        tracing::error!(%error, "cannot record an offset");
+        return;
+    }
+    if let Err(error) = shared.consumer.store_offsets(&offsets) {
+        tracing::debug!(%error, "cannot store an offset (partition revoked?)");
+    }
+}
+
+/// Enriches one record and produces its answer or dead letter, retrying
+/// transient failures until they pass (the task is aborted at shutdown).
+async fn process(shared: &Shared_, record: Record) {
+    let mut delay = shared.first_backoff;
+    let mut waiting = false;
+    let verdict = loop {
+        match handle(&shared.client, record.value.as_deref()).await {
+            Verdict::Later(error) => {
+                if !waiting {
+                    waiting = true;
+                    hold(shared, &record.partition);
+                }
+                tracing::warn!(
+                    error = %error,
+                    topic = record.partition.0,
+                    partition = record.partition.1,
+                    offset = record.offset,
+                    retry_in = ?delay,
+                    "transient enrichment failure: partition paused, record retried later"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+            verdict => break verdict,
+        }
+    };
+    if waiting {
+        release(shared, &record.partition);
+    }
+    let mut delay = shared.first_backoff;
+    loop {
+        let result = match &verdict {
+            Verdict::Answer { key, body } => {
+                let out = FutureRecord::to(&shared.output_topic)
+                    .key(key.as_bytes())
+                    .payload(body.as_slice());
+                shared
+                    .producer
+                    .send(out, PRODUCE_TIMEOUT)
+                    .await
+                    .map(|_| ())
+                    .map_err(|(error, _)| error)
+            }
+            Verdict::DeadLetter(reason) => {
+                shared
+                    .dead_letters
+                    .write(
+                        &record.partition.0,
+                        record.partition.1,
+                        record.offset,
+                        record.key.as_deref(),
+                        record.value.as_deref(),
+                        reason,
+                    )
+                    .await
+            }
+            Verdict::Later(_) => return,
+        };
+        match result {
+            Ok(()) => {
+                shared.status.set_producing_failed(false);
+                match &verdict {
+                    Verdict::Answer { .. } => shared.metrics.kafka_records_out.inc(),
+                    _ => {
+                        shared.metrics.kafka_dead_lettered.inc();
+                        tracing::warn!(
+                            topic = record.partition.0,
+                            partition = record.partition.1,
+                            offset = record.offset,
+                            "record sent to the dead-letter topic"
+                        );
+                    }
+                }
+                return;
+            }
+            Err(error) => {
+                shared.status.set_producing_failed(true);
+                tracing::error!(%error, retry_in = ?delay, "cannot produce; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// A record of `partition` waits out a transient failure: the partition is
+/// paused (the consumer keeps polling, so it stays in its group).
+fn hold(shared: &Shared_, partition: &Partition) {
+    let Ok(mut paused) = shared.paused.lock() else {
+        return;
+    };
+    let entry = paused
+        .entry(partition.clone())
+        .or_insert((0, Instant::now()));
+    entry.0 += 1;
+    if entry.0 == 1 {
+        entry.1 = Instant::now();
+        set_paused(shared, partition, true);
+    }
+}
+
+fn release(shared: &Shared_, partition: &Partition) {
+    let Ok(mut paused) = shared.paused.lock() else {
+        return;
+    };
+    let Some(entry) = paused.get_mut(partition) else {
+        return;
+    };
+    entry.0 = entry.0.saturating_sub(1);
+    if entry.0 == 0 {
+        shared
+            .metrics
+            .kafka_paused_seconds
+            .inc_by(entry.1.elapsed().as_secs_f64());
+        paused.remove(partition);
+        set_paused(shared, partition, false);
+    }
+}
+
+fn set_paused(shared: &Shared_, (topic, partition): &Partition, pause: bool) {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, *partition);
+    let result = if pause {
+        shared.consumer.pause(&list)
+    } else {
+        shared.consumer.resume(&list)
+    };
+    match result {
+        Ok(()) => tracing::info!(topic, partition, pause, "partition pause changed"),
+        Err(error) => tracing::debug!(%error, topic, partition, "cannot pause or resume"),
+    }
+}
+
+/// Commits the stored offsets and leaves the group, bounded: with the broker
+/// away, closing the client could otherwise take minutes.
+async fn leave(shared: Arc<Shared_>) {
+    shared.status.set_joined(false);
+    let (done_tx, done) = oneshot::channel();
+    std::thread::spawn(move || {
+        context::commit(&shared.consumer);
+        shared.consumer.unsubscribe();
+        let _ = rdkafka::producer::Producer::flush(&shared.producer, Duration::from_millis(500));
+        drop(shared);
+        let _ = done_tx.send(());
+    });
+    if tokio::time::timeout(LEAVE_TIMEOUT, done).await.is_err() {
+        tracing::warn!("the broker did not answer: leaving the group without it");
+    }
+}

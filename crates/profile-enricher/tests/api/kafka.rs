@@ -1,0 +1,585 @@
+//! Asynchronous enrichment over Kafka (`ENRICHER_INPUT_TOPIC`), against a real
+//! Kafka-protocol broker (a tansu process, see KAFKA.md) and a wiremock upstream.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use profile_enricher::config::Settings;
+use serde_json::{Value, json};
+use service_kit::testing::{Broker, ReadRecord, eventually, log_path, produce, read_until, unique};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::helpers::{TestApp, binary, free_port, json_answer, spawn_app_with, start};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// A deterministic upstream: its answer depends on the body only, so an answer
+/// on the output topic can be compared with what `POST /users` answers. While
+/// `down`, it answers 503; it refuses (400) the user `refused`; it answers
+/// ages below 24 later the younger they are (5 ms per year, or 100 when `slow`:
+/// then a user's four versions take 0.9 s, longer than an auto-commit interval).
+#[derive(Clone, Default)]
+struct Echo {
+    down: Arc<AtomicBool>,
+    /// 100 ms per year below 24 instead of 5.
+    slow: bool,
+}
+
+impl Respond for Echo {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        if self.down.load(Ordering::SeqCst) {
+            return ResponseTemplate::new(503);
+        }
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        if body["userId"] == "refused" {
+            return ResponseTemplate::new(400);
+        }
+        // Younger profiles take longer: 5 (or 100) ms per year below 24.
+        let years = 24u64.saturating_sub(body["age"].as_u64().unwrap_or(24));
+        let delay = years * if self.slow { 100 } else { 5 };
+        json_answer(json!({"source_user_id": body["userId"], "age_seen": body["age"]}))
+            .set_delay(Duration::from_millis(delay))
+    }
+}
+
+fn profile(user: &str, age: u32) -> Value {
+    json!({"userId": user, "username": format!("name_{age}"), "email": "Someone@Example.com",
+           "age": age, "address": {"street": "1 Main St", "city": "Town", "zip_code": "12345"}})
+}
+
+fn record(user: &str, value: &Value) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    (
+        Some(user.as_bytes().to_vec()),
+        Some(serde_json::to_vec(value).unwrap()),
+    )
+}
+
+struct Topics {
+    input: String,
+    output: String,
+    dlq: String,
+    group: String,
+}
+
+impl Topics {
+    async fn create(broker: &Broker, partitions: i32) -> Self {
+        let topics = Topics {
+            input: unique("profiles"),
+            output: unique("enriched"),
+            dlq: unique("dlq"),
+            group: unique("enricher"),
+        };
+        broker.create_topic(&topics.input, partitions).await;
+        broker.create_topic(&topics.output, partitions).await;
+        broker.create_topic(&topics.dlq, 1).await;
+        topics
+    }
+
+    fn configure(&self, settings: &mut Settings, broker: &Broker) {
+        let kafka = &mut settings.kafka;
+        kafka.enricher_input_topic = Some(self.input.clone());
+        kafka.enricher_output_topic = self.output.clone();
+        kafka.enricher_dlq_topic = self.dlq.clone();
+        kafka.kafka_group_id = self.group.clone();
+        kafka.kafka_session_timeout_ms = 6000;
+        kafka.kafka_heartbeat_interval_ms = 500;
+        kafka.enricher_kafka_retry_backoff = Duration::from_millis(100);
+        kafka.connection.kafka_bootstrap_servers = broker.bootstrap.clone();
+    }
+
+    /// The binary in the Kafka mode, its upstream `upstream`, logging to a file.
+    fn binary(&self, broker: &Broker, upstream: &MockServer, port: u16) -> Command {
+        let mut command = binary(port);
+        command
+            .env("EXTERNAL_API_URL", format!("{}/enrich", upstream.uri()))
+            .env("ENRICHER_INPUT_TOPIC", &self.input)
+            .env("ENRICHER_OUTPUT_TOPIC", &self.output)
+            .env("ENRICHER_DLQ_TOPIC", &self.dlq)
+            .env("KAFKA_BOOTSTRAP_SERVERS", &broker.bootstrap)
+            .env("KAFKA_GROUP_ID", &self.group)
+            .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("KAFKA_HEARTBEAT_INTERVAL_MS", "500")
+            .env("ENRICHER_KAFKA_RETRY_BACKOFF", "0.1")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::null())
+            .stdout(Stdio::from(
+                std::fs::File::create(log_path("enricher")).unwrap(),
+            ));
+        command
+    }
+}
+
+async fn kafka_app(
+    broker: &Broker,
+    topics: &Topics,
+    customise: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let app = spawn_app_with(|settings| {
+        topics.configure(settings, broker);
+        customise(settings);
+    })
+    .await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(Echo::default())
+        .mount(&app.upstream)
+        .await;
+    app
+}
+
+/// A metric's value from `/metrics` (0 until it shows).
+async fn metric(address: &str, name: &str) -> f64 {
+    let Ok(response) = reqwest::get(format!("{address}/metrics")).await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// What `POST /users` answers for `body`, byte for byte.
+async fn http_answer(app: &TestApp, body: &Value) -> Vec<u8> {
+    let response = app.post_users(serde_json::to_vec(body).unwrap()).await;
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap().to_vec()
+}
+
+fn answered_users(records: &[ReadRecord]) -> HashSet<String> {
+    records.iter().map(ReadRecord::key_text).collect()
+}
+
+#[tokio::test]
+async fn two_thousand_profiles_in_are_two_thousand_answers_out_each_as_post_users_answers() {
+    let broker = Broker::start().await;
+    let topics = Topics::create(&broker, 3).await;
+    let app = kafka_app(&broker, &topics, |_| {}).await;
+    let ready = eventually(Duration::from_secs(60), || async {
+        app.get("/ready").await.status() == 200
+    })
+    .await;
+    assert!(ready, "/ready did not answer 200 once the consumer joined");
+    let profiles: Vec<(String, Value)> = (0..2000)
+        .map(|n| {
+            (
+                format!("user-{n}"),
+                profile(&format!("user-{n}"), 18 + n % 80),
+            )
+        })
+        .collect();
+    let records: Vec<_> = profiles
+        .iter()
+        .map(|(user, value)| record(user, value))
+        .collect();
+    produce(&broker.producer(), &topics.input, &records).await;
+
+    let reader = broker.reader(&topics.output);
+    let mut out = Vec::new();
+    read_until(&reader, &mut out, LONG, |out| {
+        answered_users(out).len() == 2000
+    })
+    .await;
+    assert_eq!(answered_users(&out).len(), 2000, "answers missing");
+
+    let by_user: HashMap<String, Vec<u8>> = out
+        .iter()
+        .map(|record| (record.key_text(), record.value.clone().unwrap()))
+        .collect();
+    let expected: Vec<(String, Vec<u8>)> = futures::stream::iter(&profiles)
+        .map(|(user, value)| async { (user.clone(), http_answer(&app, value).await) })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for (user, answer) in expected {
+        assert_eq!(
+            String::from_utf8_lossy(&by_user[&user]),
+            String::from_utf8_lossy(&answer),
+            "the answer on the output topic differs from POST /users for {user}"
+        );
+    }
+    assert_eq!(
+        metric(&app.address, "enricher_kafka_records_out_total").await,
+        2000.0
+    );
+    assert_eq!(
+        metric(&app.address, "enricher_kafka_dead_lettered_total").await,
+        0.0
+    );
+}
+
+/// The versions of each user's answers, in the order the output topic holds
+/// them (one user's answers share a partition).
+fn versions(out: &[ReadRecord]) -> HashMap<String, Vec<u64>> {
+    let mut versions: HashMap<String, Vec<u64>> = HashMap::new();
+    for record in out {
+        let value: Value = serde_json::from_slice(record.value.as_deref().unwrap()).unwrap();
+        versions
+            .entry(record.key_text())
+            .or_default()
+            .push(value["user"]["age"].as_u64().unwrap());
+    }
+    versions
+}
+
+#[tokio::test]
+async fn after_kill_9_and_a_restart_every_input_has_an_answer_in_order_per_user() {
+    let broker = Broker::start().await;
+    let topics = Topics::create(&broker, 3).await;
+    let upstream = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(Echo {
+            slow: true,
+            ..Echo::default()
+        })
+        .mount(&upstream)
+        .await;
+    // 300 users, 4 versions each (ages 20..24), one user's next to each other:
+    // order is checkable per user. The upstream answers a later version sooner
+    // (see `Echo`), so only waiting for the previous record keeps the order.
+    let mut records = Vec::new();
+    for n in 0..300 {
+        for version in 20..24 {
+            let user = format!("user-{n}");
+            records.push(record(&user, &profile(&user, version)));
+        }
+    }
+    // tansu 0.6.0 cannot fetch from an offset inside a record batch (it answers
+    // from the next batch on): the restarted process, resuming mid-batch, would
+    // skip records. So every record is produced in a batch of its own.
+    produce(&broker.producer_one_per_batch(), &topics.input, &records).await;
+
+    let port = free_port();
+    let mut first = start(topics.binary(&broker, &upstream, port), port).await;
+    let address = first.address();
+    let midway = eventually(LONG, || async {
+        metric(&address, "enricher_kafka_records_out_total").await >= 300.0
+    })
+    .await;
+    assert!(midway, "the first process answered too little");
+    let answered = metric(&address, "enricher_kafka_records_out_total").await;
+    first.child.kill().unwrap();
+    assert!(
+        answered < 1200.0,
+        "the kill came too late: {answered} answered"
+    );
+    first.child.wait().unwrap();
+
+    let port = free_port();
+    let _second = start(topics.binary(&broker, &upstream, port), port).await;
+    let reader = broker.reader(&topics.output);
+    let mut out = Vec::new();
+    let complete = |out: &[ReadRecord]| {
+        let versions = versions(out);
+        versions.len() == 300
+            && versions
+                .values()
+                .all(|seen| (20..24).all(|version| seen.contains(&version)))
+    };
+    read_until(&reader, &mut out, LONG, complete).await;
+    assert!(complete(&out), "an input has no answer after the restart");
+    for (user, seen) in versions(&out) {
+        let mut first_seen: Vec<u64> = Vec::new();
+        for version in seen.iter().copied() {
+            if !first_seen.contains(&version) {
+                first_seen.push(version);
+            }
+        }
+        assert_eq!(
+            first_seen,
+            [20, 21, 22, 23],
+            "{user} answered out of order: {seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_outage_pauses_and_dead_letters_nothing_then_everything_is_answered() {
+    let broker = Broker::start().await;
+    let topics = Topics::create(&broker, 2).await;
+    let app = spawn_app_with(|settings| {
+        topics.configure(settings, &broker);
+        settings.upstream.deadline = Duration::from_millis(500);
+        settings.upstream.max_retries = 1;
+    })
+    .await;
+    let echo = Echo::default();
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(echo.clone())
+        .mount(&app.upstream)
+        .await;
+    let users: Vec<String> = (0..200).map(|n| format!("user-{n}")).collect();
+    let records: Vec<_> = users.iter().map(|u| record(u, &profile(u, 30))).collect();
+    produce(&broker.producer(), &topics.input, &records[..50]).await;
+    let reader = broker.reader(&topics.output);
+    let mut out = Vec::new();
+    read_until(&reader, &mut out, LONG, |out| {
+        answered_users(out).len() == 50
+    })
+    .await;
+    assert_eq!(answered_users(&out).len(), 50);
+
+    // The outage: the rest arrives while every upstream call fails. It lasts
+    // until the circuit breaker opened and let its probes through at least once
+    // (CIRCUIT_BREAKER_OPEN_DURATION, 5 s, later): several seconds.
+    echo.down.store(true, Ordering::SeqCst);
+    produce(&broker.producer(), &topics.input, &records[50..]).await;
+    let open = eventually(LONG, || async {
+        metric(
+            &app.address,
+            "enricher_circuit_rejected_total{source=\"default\"}",
+        )
+        .await
+            > 0.0
+    })
+    .await;
+    assert!(open, "the breaker did not open during the outage");
+    let when_open = app.upstream_requests().await.len();
+    let probed = eventually(LONG, || async {
+        app.upstream_requests().await.len() > when_open
+    })
+    .await;
+    assert!(
+        probed,
+        "the records were not tried again once the breaker let probes through"
+    );
+    assert_eq!(
+        metric(&app.address, "enricher_kafka_records_out_total").await,
+        50.0
+    );
+    echo.down.store(false, Ordering::SeqCst);
+
+    read_until(&reader, &mut out, LONG, |out| {
+        answered_users(out).len() == 200
+    })
+    .await;
+    assert_eq!(
+        answered_users(&out).len(),
+        200,
+        "answers missing after the recovery"
+    );
+    assert_eq!(
+        metric(&app.address, "enricher_kafka_dead_lettered_total").await,
+        0.0
+    );
+    assert!(metric(&app.address, "enricher_kafka_paused_seconds_total").await > 0.0);
+}
+
+#[tokio::test]
+async fn invalid_and_refused_profiles_are_dead_lettered_with_headers_while_neighbours_are_answered()
+{
+    let broker = Broker::start().await;
+    let topics = Topics::create(&broker, 1).await;
+    let app = kafka_app(&broker, &topics, |_| {}).await;
+    let mut bad_email = profile("bad-email", 30);
+    bad_email["email"] = json!("secret-not-an-address");
+    let records = vec![
+        record("a", &profile("a", 30)),
+        record("bad-email", &bad_email),
+        record("b", &profile("b", 30)),
+        (Some(b"garbage".to_vec()), Some(b"{not json".to_vec())),
+        record("refused", &profile("refused", 30)),
+        record("c", &profile("c", 30)),
+    ];
+    produce(&broker.producer_one_per_batch(), &topics.input, &records).await;
+
+    let reader = broker.reader(&topics.output);
+    let mut out = Vec::new();
+    read_until(&reader, &mut out, LONG, |out| {
+        answered_users(out).len() == 3
+    })
+    .await;
+    assert_eq!(
+        answered_users(&out),
+        HashSet::from(["a".to_owned(), "b".to_owned(), "c".to_owned()])
+    );
+    let dlq = broker.reader(&topics.dlq);
+    let mut letters = Vec::new();
+    read_until(&dlq, &mut letters, LONG, |letters| letters.len() == 3).await;
+    assert_eq!(letters.len(), 3);
+    letters.sort_by_key(|letter| {
+        letter
+            .header("dlq-source-offset")
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    });
+    for (letter, (offset, key)) in
+        letters
+            .iter()
+            .zip([(1, "bad-email"), (3, "garbage"), (4, "refused")])
+    {
+        let (_, value) = &records[offset];
+        assert_eq!(
+            letter.header("dlq-source-topic"),
+            Some(topics.input.as_str())
+        );
+        assert_eq!(letter.header("dlq-source-partition"), Some("0"));
+        assert_eq!(
+            letter.header("dlq-source-offset"),
+            Some(offset.to_string().as_str())
+        );
+        assert_eq!(letter.key_text(), key);
+        assert_eq!(&letter.value, value, "the original value");
+        let reason = letter.header("dlq-reason").unwrap();
+        assert!(!reason.is_empty());
+        assert!(
+            !reason.contains("secret"),
+            "a reason must not hold a value: {reason}"
+        );
+    }
+    assert!(letters[0].header("dlq-reason").unwrap().contains("email"));
+    assert!(letters[2].header("dlq-reason").unwrap().contains("400"));
+    assert_eq!(
+        metric(&app.address, "enricher_kafka_dead_lettered_total").await,
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn prefer_respond_async_answers_202_and_the_answer_appears_on_the_output_topic() {
+    let broker = Broker::start().await;
+    let topics = Topics::create(&broker, 1).await;
+    let app = kafka_app(&broker, &topics, |_| {}).await;
+    let body = profile("async-user", 42);
+    let response = app
+        .http
+        .post(format!("{}/users", app.address))
+        .header("content-type", "application/json")
+        .header("prefer", "wait=10, Respond-Async")
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["preference-applied"], "respond-async");
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["userId"], "async-user");
+
+    let reader = broker.reader(&topics.output);
+    let mut out = Vec::new();
+    read_until(&reader, &mut out, LONG, |out| !out.is_empty()).await;
+    assert_eq!(out.len(), 1, "no answer on the output topic");
+    assert_eq!(out[0].key_text(), "async-user");
+    assert_eq!(
+        String::from_utf8_lossy(out[0].value.as_deref().unwrap()),
+        String::from_utf8_lossy(&http_answer(&app, &body).await)
+    );
+
+    let mut invalid = body.clone();
+    invalid["email"] = json!("nope");
+    let response = app
+        .http
+        .post(format!("{}/users", app.address))
+        .header("content-type", "application/json")
+        .header("prefer", "respond-async")
+        .body(serde_json::to_vec(&invalid).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        422,
+        "an invalid profile is refused at once"
+    );
+}
+
+#[tokio::test]
+async fn ready_answers_503_in_the_kafka_mode_while_the_consumer_is_not_in_its_group() {
+    // No broker listens there: the consumer can never join.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let app = spawn_app_with(|settings| {
+        settings.kafka.enricher_input_topic = Some("profiles".to_owned());
+        settings.kafka.connection.kafka_bootstrap_servers = nowhere;
+    })
+    .await;
+    let response = app.get("/ready").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(app.get("/health").await.status(), 200);
+}
+
+#[tokio::test]
+async fn without_an_input_topic_prefer_respond_async_is_ignored() {
+    let app = spawn_app_with(|_| {}).await;
+    app.upstream_answers(Echo::default()).await;
+    let response = app
+        .http
+        .post(format!("{}/users", app.address))
+        .header("content-type", "application/json")
+        .header("prefer", "respond-async")
+        .body(serde_json::to_vec(&profile("sync-user", 30)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("preference-applied").is_none());
+    assert_eq!(app.get("/ready").await.status(), 200);
+}
+
+#[tokio::test]
+async fn sigterm_while_the_upstream_is_slow_exits_0_within_10_s_and_loses_nothing() {
+    let broker = Broker::start().await;
+    let topics = Topics::create(&broker, 1).await;
+    let slow = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(json_answer(json!({"slow": true})).set_delay(Duration::from_secs(60)))
+        .mount(&slow)
+        .await;
+    let users: Vec<String> = (0..20).map(|n| format!("user-{n}")).collect();
+    let records: Vec<_> = users.iter().map(|u| record(u, &profile(u, 30))).collect();
+    // One record per batch: the next process resumes at a stored offset (tansu
+    // 0.6.0 cannot fetch from inside a batch).
+    produce(&broker.producer_one_per_batch(), &topics.input, &records).await;
+
+    let port = free_port();
+    let mut process = start(topics.binary(&broker, &slow, port), port).await;
+    let busy = eventually(LONG, || async {
+        !slow
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    })
+    .await;
+    assert!(busy, "no record reached the upstream");
+    let signalled = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = eventually(Duration::from_secs(15), || {
+        let done = process.child.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    assert!(exited, "still running after SIGTERM");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "took {:?} to exit",
+        signalled.elapsed()
+    );
+    assert!(process.child.wait().unwrap().success(), "exit status not 0");
+
+    // Nothing abandoned was marked done: the next process answers every record.
+    let fast = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(Echo::default())
+        .mount(&fast)
+        .await;
+    let port = free_port();
+    let _next = start(topics.binary(&broker, &fast, port), port).await;
+    let reader = broker.reader(&topics.output);
+    let mut out = Vec::new();
+    read_until(&reader, &mut out, LONG, |out| {
+        answered_users(out).len() == 20
+    })
+    .await;
+    assert_eq!(answered_users(&out).len(), 20, "records lost at shutdown");
+}
