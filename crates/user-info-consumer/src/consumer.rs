@@ -36,17 +36,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use service_kit::error_chain;
 use service_kit::kafka::DeadLetters;
+use service_kit::kafka::{MemberContext, commit};
 use tokio::sync::watch;
 use user_store::{OffsetAdvance, StoreError};
 
 use crate::config::ConsumerSettings;
-use crate::context::{UserContext, commit};
 use crate::records::{Batch, Incoming};
 use crate::status::Status;
 
@@ -79,7 +79,7 @@ enum Outcome {
 }
 
 pub struct UserConsumer {
-    consumer: StreamConsumer<UserContext>,
+    consumer: StreamConsumer<MemberContext>,
     dead_letters: DeadLetters,
     status: Arc<Status>,
     group: String,
@@ -101,7 +101,7 @@ struct Intake {
 
 impl UserConsumer {
     pub fn new(settings: &ConsumerSettings, status: Arc<Status>) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer<UserContext> = settings
+        let consumer: StreamConsumer<MemberContext> = settings
             .kafka_client()
             .set("group.id", &settings.kafka_group_id)
             .set("enable.auto.commit", "true")
@@ -122,7 +122,7 @@ impl UserConsumer {
             )
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", "5000")
-            .create_with_context(UserContext::new(status.clone()))?;
+            .create_with_context(member_context(&status))?;
         consumer.subscribe(&[settings.kafka_topic.as_str()])?;
         let producer: FutureProducer = settings
             .kafka_client()
@@ -603,7 +603,7 @@ impl UserConsumer {
     /// Hands Kafka the offsets for lag tooling and leaves the group, bounded:
     /// with the broker away, closing the client could otherwise take minutes.
     async fn leave(self) {
-        commit(&self.consumer);
+        commit(&self.consumer, CommitMode::Async);
         self.status.set_joined(false);
         self.dead_letters.flush(Duration::from_millis(500));
         let (done_tx, done) = tokio::sync::oneshot::channel();
@@ -616,6 +616,18 @@ impl UserConsumer {
             tracing::warn!("the broker did not answer: leaving the group without it");
         }
     }
+}
+
+/// The group member's context: `/ready` follows its membership, `/metrics` its lag.
+fn member_context(status: &Arc<Status>) -> MemberContext {
+    let metrics = status.clone();
+    MemberContext::new(status.joined(), move |topic, partition, lag| {
+        metrics
+            .metrics
+            .lag
+            .with_label_values(&[topic, partition.to_string().as_str()])
+            .set(lag);
+    })
 }
 
 /// Why an attempt at a batch failed.

@@ -6,7 +6,6 @@
 
 pub mod config;
 pub mod consumer;
-mod context;
 mod http;
 pub mod metrics;
 pub mod records;

@@ -1,6 +1,7 @@
 //! What `/ready` and `/metrics` report, shared by the consume loop and the HTTP
 //! port.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use user_store::Database;
@@ -10,7 +11,7 @@ use crate::metrics::Metrics;
 pub struct Status {
     pub database: Database,
     pub metrics: Metrics,
-    joined: AtomicBool,
+    joined: Arc<AtomicBool>,
     database_failing: AtomicBool,
     dead_letters_failing: AtomicBool,
 }
@@ -20,7 +21,7 @@ impl Status {
         Self {
             database,
             metrics,
-            joined: AtomicBool::new(false),
+            joined: Arc::default(),
             database_failing: AtomicBool::new(false),
             dead_letters_failing: AtomicBool::new(false),
         }
@@ -38,6 +39,11 @@ impl Status {
             return Some("the dead-letter topic cannot be written".to_owned());
         }
         None
+    }
+
+    /// The flag the group member keeps in step with its membership.
+    pub fn joined(&self) -> Arc<AtomicBool> {
+        self.joined.clone()
     }
 
     pub fn set_joined(&self, joined: bool) {

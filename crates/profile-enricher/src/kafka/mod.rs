@@ -33,7 +33,6 @@
 //! committed while leaving the group, bounded too, so the process exits within
 //! 10 s.
 
-mod context;
 pub mod handler;
 pub mod tracker;
 
@@ -46,16 +45,15 @@ use std::time::{Duration, Instant};
 use actix_web::web;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use service_kit::kafka::DeadLetters;
+use service_kit::kafka::{DeadLetters, MemberContext, commit};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use self::context::EnricherContext;
 use self::handler::{Verdict, handle};
 use self::tracker::{Partition, Tracker};
 use crate::config::KafkaSettings;
@@ -72,7 +70,7 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Whether the Kafka side is well, for `/ready`.
 #[derive(Debug, Default)]
 pub struct KafkaStatus {
-    joined: AtomicBool,
+    joined: Arc<AtomicBool>,
     producing_failed: AtomicBool,
 }
 
@@ -117,7 +115,7 @@ impl Intake {
 
 /// What the workers of the records share.
 struct Shared_ {
-    consumer: StreamConsumer<EnricherContext>,
+    consumer: StreamConsumer<MemberContext>,
     producer: FutureProducer,
     dead_letters: DeadLetters,
     client: web::Data<EnrichmentClient>,
@@ -164,7 +162,7 @@ impl KafkaWorker {
             return Ok(None);
         };
         let connection = &settings.connection;
-        let consumer: StreamConsumer<EnricherContext> = connection
+        let consumer: StreamConsumer<MemberContext> = connection
             .client_config()
             .set("group.id", &settings.kafka_group_id)
             .set("enable.auto.commit", "true")
@@ -181,7 +179,13 @@ impl KafkaWorker {
             )
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", "5000")
-            .create_with_context(EnricherContext::new(status.clone(), metrics.clone()))?;
+            .create_with_context({
+                let lag = metrics.kafka_lag.clone();
+                MemberContext::new(status.joined.clone(), move |topic, partition, behind| {
+                    lag.with_label_values(&[topic, partition.to_string().as_str()])
+                        .set(behind);
+                })
+            })?;
         consumer.subscribe(&[input])?;
         let producer: FutureProducer = connection
             .client_config()
@@ -488,7 +492,8 @@ async fn leave(shared: Arc<Shared_>) {
     shared.status.set_joined(false);
     let (done_tx, done) = oneshot::channel();
     std::thread::spawn(move || {
-        context::commit(&shared.consumer);
+        // Waits for the broker, on this thread of its own, bounded below.
+        commit(&shared.consumer, CommitMode::Sync);
         shared.consumer.unsubscribe();
         let _ = rdkafka::producer::Producer::flush(&shared.producer, Duration::from_millis(500));
         drop(shared);

@@ -1,11 +1,14 @@
 //! Kafka plumbing every Kafka client of ours shares (feature `kafka`): how a
 //! client reaches the brokers (`KAFKA_BOOTSTRAP_SERVERS` and the security
-//! variables, passed through to librdkafka unchanged) and how a record that
-//! cannot be processed is written to a dead-letter topic.
+//! variables, passed through to librdkafka unchanged), how a group member
+//! follows rebalances ([`MemberContext`]) and how a record that cannot be
+//! processed is written to a dead-letter topic.
 
 mod dead_letter;
+mod member;
 
 pub use dead_letter::DeadLetters;
+pub use member::{MemberContext, commit};
 
 use rdkafka::ClientConfig;
 use serde::Deserialize;

@@ -1,64 +1,65 @@
-//! The rdkafka client context of the input consumer: logs rebalances and
-//! commits, counts rebalances (what was taken under an older count belongs to
-//! an assignment that is gone), keeps `/ready` in step with group membership,
-//! and exports lag.
+//! The rdkafka context of every consumer-group member of ours.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 
-use super::KafkaStatus;
-use crate::metrics::Metrics;
+/// Reports one partition's lag: topic, partition, records behind.
+type LagReport = Box<dyn Fn(&str, i32, i64) + Send + Sync>;
 
-pub struct EnricherContext {
-    status: Arc<KafkaStatus>,
-    metrics: Metrics,
+/// Logs rebalances and commits, counts rebalances (what was fetched under an
+/// older count belongs to an assignment that is gone), keeps a `joined` flag in
+/// step with group membership (for `/ready`), and reports lag from librdkafka's
+/// statistics. On revocation it starts committing the stored offsets without
+/// waiting: a broker outage must never hold a rebalance up.
+pub struct MemberContext {
     rebalances: AtomicU64,
+    joined: Arc<AtomicBool>,
+    lag: LagReport,
 }
 
-impl EnricherContext {
-    pub fn new(status: Arc<KafkaStatus>, metrics: Metrics) -> Self {
+impl MemberContext {
+    pub fn new(
+        joined: Arc<AtomicBool>,
+        lag: impl Fn(&str, i32, i64) + Send + Sync + 'static,
+    ) -> Self {
         Self {
-            status,
-            metrics,
             rebalances: AtomicU64::new(0),
+            joined,
+            lag: Box::new(lag),
         }
     }
 
+    /// How many assignments and revocations happened so far.
     pub fn rebalances(&self) -> u64 {
         self.rebalances.load(Ordering::Acquire)
     }
 }
 
-impl ClientContext for EnricherContext {
+impl ClientContext for MemberContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in statistics.topics {
             for (partition, stats) in stats.partitions {
                 if partition >= 0 && stats.consumer_lag >= 0 {
-                    self.metrics
-                        .kafka_lag
-                        .with_label_values(&[topic.as_str(), partition.to_string().as_str()])
-                        .set(stats.consumer_lag);
+                    (self.lag)(&topic, partition, stats.consumer_lag);
                 }
             }
         }
     }
 }
 
-impl ConsumerContext for EnricherContext {
+impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(partitions) => {
                 self.rebalances.fetch_add(1, Ordering::AcqRel);
-                self.status.set_joined(false);
+                self.joined.store(false, Ordering::Release);
                 tracing::info!(partitions = %describe(partitions), "partitions revoked");
-                if let Err(error) = consumer.commit_consumer_state(CommitMode::Async) {
-                    tracing::debug!(%error, "no offsets committed on revocation");
-                }
+                commit(consumer, CommitMode::Async);
             }
             Rebalance::Assign(partitions) => {
                 tracing::info!(partitions = %describe(partitions), "partitions assigned");
@@ -70,7 +71,7 @@ impl ConsumerContext for EnricherContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if matches!(rebalance, Rebalance::Assign(_)) {
             self.rebalances.fetch_add(1, Ordering::AcqRel);
-            self.status.set_joined(true);
+            self.joined.store(true, Ordering::Release);
         }
     }
 
@@ -87,10 +88,10 @@ impl ConsumerContext for EnricherContext {
     }
 }
 
-/// Commits the stored offsets and waits for the answer (at shutdown, on a
-/// thread of its own, bounded by the caller).
-pub fn commit<C: Consumer<EnricherContext>>(consumer: &C) {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
+/// Commits the stored offsets; "nothing to commit" is not a failure. `Async`
+/// does not wait; `Sync` waits for the broker (only where the caller bounds it).
+pub fn commit<C: Consumer<MemberContext>>(consumer: &C, mode: CommitMode) {
+    match consumer.commit_consumer_state(mode) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(error) => tracing::warn!(%error, "offset commit failed"),
     }
