@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Checks that the workspace's declared `rust-version` is not below what any
 # dependency declares it needs (a floor, not a build: no other toolchain can be
-# installed on our machines; the build itself runs on the installed one).
+# installed on our machines; the build itself runs on the installed one). It
+# reads the crates' manifests, so on a new machine it downloads them first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo metadata --format-version 1 --locked --offline --filter-platform x86_64-unknown-linux-gnu |
+cargo metadata --format-version 1 --locked --filter-platform x86_64-unknown-linux-gnu |
 python3 -c '
 import json, re, sys
 meta = json.load(sys.stdin)
