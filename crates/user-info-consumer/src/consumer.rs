@@ -42,7 +42,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use service_kit::error_chain;
 use service_kit::kafka::DeadLetters;
-use service_kit::kafka::{MemberContext, commit};
+use service_kit::kafka::{DropAside, MemberContext, commit};
 use tokio::sync::watch;
 use user_store::{OffsetAdvance, StoreError};
 
@@ -79,7 +79,8 @@ enum Outcome {
 }
 
 pub struct UserConsumer {
-    consumer: StreamConsumer<MemberContext>,
+    /// Dropped aside: see [`DropAside`]; [`UserConsumer::leave`] closes it, bounded.
+    consumer: DropAside<StreamConsumer<MemberContext>>,
     dead_letters: DeadLetters,
     status: Arc<Status>,
     group: String,
@@ -136,7 +137,7 @@ impl UserConsumer {
             "consumer subscribed"
         );
         Ok(Self {
-            consumer,
+            consumer: DropAside::new(consumer),
             dead_letters: DeadLetters::new(producer, settings.kafka_dlq_topic.clone()),
             status,
             group: settings.kafka_group_id.clone(),
@@ -603,13 +604,14 @@ impl UserConsumer {
     /// Hands Kafka the offsets for lag tooling and leaves the group, bounded:
     /// with the broker away, closing the client could otherwise take minutes.
     async fn leave(self) {
-        commit(&self.consumer, CommitMode::Async);
+        commit(&*self.consumer, CommitMode::Async);
         self.status.set_joined(false);
         self.dead_letters.flush(Duration::from_millis(500));
         let (done_tx, done) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
-            self.consumer.unsubscribe();
-            drop(self.consumer);
+            let consumer = self.consumer.into_inner();
+            consumer.unsubscribe();
+            drop(consumer);
             let _ = done_tx.send(());
         });
         if tokio::time::timeout(LEAVE_TIMEOUT, done).await.is_err() {

@@ -50,7 +50,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use service_kit::kafka::{DeadLetters, MemberContext, commit};
+use service_kit::kafka::{DeadLetters, DropAside, MemberContext, commit};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -115,7 +115,8 @@ impl Intake {
 
 /// What the workers of the records share.
 struct Shared_ {
-    consumer: StreamConsumer<MemberContext>,
+    /// Dropped aside: see [`DropAside`]; [`leave`] closes it, bounded.
+    consumer: DropAside<StreamConsumer<MemberContext>>,
     producer: FutureProducer,
     dead_letters: DeadLetters,
     client: web::Data<EnrichmentClient>,
@@ -206,7 +207,7 @@ impl KafkaWorker {
             topic: input.to_owned(),
         };
         let shared = Arc::new(Shared_ {
-            consumer,
+            consumer: DropAside::new(consumer),
             dead_letters: DeadLetters::new(producer.clone(), settings.enricher_dlq_topic.clone()),
             producer,
             client,
@@ -493,10 +494,13 @@ async fn leave(shared: Arc<Shared_>) {
     let (done_tx, done) = oneshot::channel();
     std::thread::spawn(move || {
         // Waits for the broker, on this thread of its own, bounded below.
-        commit(&shared.consumer, CommitMode::Sync);
+        commit(&*shared.consumer, CommitMode::Sync);
         shared.consumer.unsubscribe();
         let _ = rdkafka::producer::Producer::flush(&shared.producer, Duration::from_millis(500));
-        drop(shared);
+        // Closes the consumer here (it leaves the group) once no task holds it.
+        if let Ok(shared) = Arc::try_unwrap(shared) {
+            drop(shared.consumer.into_inner());
+        }
         let _ = done_tx.send(());
     });
     if tokio::time::timeout(LEAVE_TIMEOUT, done).await.is_err() {

@@ -10,8 +10,54 @@ mod member;
 pub use dead_letter::DeadLetters;
 pub use member::{MemberContext, commit};
 
+use std::ops::Deref;
+
 use rdkafka::ClientConfig;
 use serde::Deserialize;
+
+/// A Kafka client that is dropped on a thread of its own. Dropping an rdkafka
+/// consumer closes it, and closing waits for the group coordinator (the final
+/// commit, leaving the group): with the broker unreachable that wait has no
+/// useful bound, and on an async runtime's thread it would stall every task of
+/// the thread - or, when a runtime is torn down with the client still in a
+/// task, the thread tearing it down. The graceful path closes the client itself,
+/// bounded ([`DropAside::into_inner`], dropped on a thread under a timeout); any
+/// other drop only starts the close and returns.
+pub struct DropAside<T: Send + 'static>(Option<T>);
+
+// The client is taken out only by `into_inner` and `drop`, which both consume
+// the wrapper: while it can be used, it is there.
+#[allow(clippy::expect_used)]
+impl<T: Send + 'static> DropAside<T> {
+    pub fn new(client: T) -> Self {
+        Self(Some(client))
+    }
+
+    /// The client, to close where and how the caller decides.
+    pub fn into_inner(mut self) -> T {
+        self.0.take().expect("present until dropped or taken")
+    }
+}
+
+#[allow(clippy::expect_used)]
+impl<T: Send + 'static> Deref for DropAside<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("present until dropped or taken")
+    }
+}
+
+impl<T: Send + 'static> Drop for DropAside<T> {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            // Detached: the process may end before the close does.
+            let _ = std::thread::Builder::new()
+                .name("kafka-close".to_owned())
+                .spawn(move || drop(client));
+        }
+    }
+}
 
 /// The connection variables of every Kafka client: `KAFKA_BOOTSTRAP_SERVERS`
 /// and, when set, `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_MECHANISM`,
