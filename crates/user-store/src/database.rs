@@ -22,6 +22,7 @@ use crate::idempotency::{self, Keyed, StoredAnswer};
 use crate::isolate::{self, Refusal, UserRecords};
 use crate::merge::{Expect, merge_if, merge_many};
 use crate::offsets::{self, OffsetAdvance};
+use crate::read::Reader;
 use crate::schema::{User, user_info};
 use crate::{DatabaseSettings, StoreError, migrate};
 
@@ -34,6 +35,8 @@ type PgPool = Pool<AsyncPgConnection>;
 #[derive(Clone)]
 pub struct Database {
     pool: PgPool,
+    /// Reads, pipelined on one connection shared by this pool's users.
+    reader: Arc<Reader>,
     shared: Arc<Shared>,
 }
 
@@ -57,6 +60,7 @@ impl Database {
         });
         let database = Database {
             pool: pool(&shared.connector, settings.pool_size),
+            reader: Arc::default(),
             shared,
         };
         let shared = database.shared.clone();
@@ -67,12 +71,13 @@ impl Database {
         Ok(database)
     }
 
-    /// The same database through a pool of its own, sharing the migration
-    /// state: each HTTP worker thread gets one, so that a connection's I/O is
-    /// driven by the thread whose requests use it.
+    /// The same database through a pool (and a read connection) of its own,
+    /// sharing the migration state: each HTTP worker thread gets one, so that a
+    /// connection's I/O is driven by the thread whose requests use it.
     pub fn with_own_pool(&self, size: usize) -> Self {
         Database {
             pool: pool(&self.shared.connector, size),
+            reader: Arc::default(),
             shared: self.shared.clone(),
         }
     }
@@ -88,13 +93,27 @@ impl Database {
         settle(conn, result)
     }
 
+    /// A user by id, on the read connection this pool's users share (see
+    /// `read`): pipelined with the reads of concurrent requests.
     pub async fn get(&self, id: Uuid) -> Result<Option<User>, StoreError> {
-        let mut conn = self.checkout().await?;
-        let query = user_info::table.find(id).select(User::as_select());
+        if !self.is_migrated() {
+            return Err(StoreError::NotReady);
+        }
+        let connection = self
+            .reader
+            .connection(&self.shared.connector, self.shared.connect_timeout)
+            .await?;
+        let read = connection.get(id);
         let result = self
-            .bounded(async { query.first(&mut conn).await.optional() })
+            .bounded(async {
+                read.await
+                    .map_err(|error| StoreError::Unavailable(error.into()))
+            })
             .await;
-        settle(conn, result)
+        if result.is_err() {
+            self.reader.discard(&connection).await;
+        }
+        result
     }
 
     /// Deletes a user; `false` when there was none.

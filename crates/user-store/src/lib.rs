@@ -15,6 +15,7 @@
 //!   found by splitting a batch, so the rest of it can land;
 //! - `offsets`: where each consumer group is in each partition, advanced in
 //!   the same transaction as the rows (effectively once, zombies fenced);
+//! - `read`: reads of one user, pipelined on a connection per worker thread;
 //! - [`Database`]: the pool and its operations, each bounded in time.
 
 mod conditions;
@@ -25,6 +26,7 @@ mod isolate;
 mod merge;
 pub mod migrate;
 mod offsets;
+mod read;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;

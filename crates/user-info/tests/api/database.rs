@@ -51,6 +51,8 @@ async fn a_database_outage_after_start_gives_503_and_the_service_recovers() {
             .status(),
         201
     );
+    // Opens the read connection the worker's GETs share.
+    assert_eq!(app.get_user(&id).await.status(), 200);
 
     proxy.stop();
     let down = eventually(Duration::from_secs(20), || async {
@@ -64,10 +66,19 @@ async fn a_database_outage_after_start_gives_503_and_the_service_recovers() {
         503,
     )
     .await;
+    problem(app.get_user(&id).await, 503).await;
 
     proxy.start();
     app.wait_until_ready().await;
     an_update_lands_again(&app, &id).await;
+    // Every worker's read connection died with the outage: each opens a new one.
+    for _ in 0..8 {
+        assert_eq!(
+            app.get_user(&id).await.status(),
+            200,
+            "reads must recover too"
+        );
+    }
 }
 
 #[tokio::test]
