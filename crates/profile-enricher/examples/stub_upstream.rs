@@ -1,5 +1,7 @@
 //! A minimal enrichment upstream for the benchmark (`bench/run.sh`): answers every
-//! POST with a fixed JSON object, after `DELAY_MS` milliseconds (default 0).
+//! POST with a fixed JSON object, after `DELAY_MS` milliseconds (default 0) - or,
+//! with `STATUS` set (e.g. `STATUS=500`), with that status and no body: a failing
+//! source.
 //!
 //! The delay is slept on a blocking thread (`nanosleep`, accurate to well under a
 //! millisecond), not with tokio's timer, whose 1 ms ticks round every sleep up:
@@ -23,6 +25,9 @@ async fn main() -> std::io::Result<()> {
     let delay = Duration::from_millis(
         std::env::var("DELAY_MS").map_or(0, |d| d.parse().expect("DELAY_MS")),
     );
+    let failure = std::env::var("STATUS")
+        .ok()
+        .map(|s| actix_web::http::StatusCode::from_bytes(s.as_bytes()).expect("STATUS"));
     HttpServer::new(move || {
         App::new().default_service(web::to(move |_: web::Bytes| async move {
             if !delay.is_zero() {
@@ -30,9 +35,12 @@ async fn main() -> std::io::Result<()> {
                     .await
                     .unwrap();
             }
-            HttpResponse::Ok()
-                .content_type("application/json")
-                .body(ANSWER)
+            match failure {
+                Some(status) => HttpResponse::build(status).finish(),
+                None => HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(ANSWER),
+            }
         }))
     })
     .backlog(4096)
