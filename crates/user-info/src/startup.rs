@@ -8,12 +8,12 @@ use anyhow::Context;
 use service_kit::http::{DocsPage, guard, record_request, render_problem};
 use tracing_actix_web::TracingLogger;
 use user_store::{Database, DatabaseSettings};
+use utoipa::OpenApi;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
 use crate::routes::configure;
-use utoipa::OpenApi;
 
 /// What every handler shares.
 pub struct AppState {
