@@ -10,6 +10,8 @@ TANSU_VERSION=0.6.0
 TANSU_ROOT="${TANSU_ROOT:-$HOME/.cache/tansu-$TANSU_VERSION-dynostore}"
 PG_VERSION=15
 CHECKOV_VERSION=3.3.30
+# Debian 12's prometheus package, for its promtool.
+PROMETHEUS_DEB_VERSION=2.42.0
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 as_postgres() { if [ "$(id -u)" = 0 ]; then su postgres -c "$1"; else sudo -u postgres sh -c "$1"; fi; }
@@ -54,6 +56,23 @@ fi
 if ! command -v st >/dev/null 2>&1; then
     echo "prepare: installing schemathesis"
     python3 -m pip install -q schemathesis==4.32.5
+fi
+
+# promtool checks the alert rules (scripts/check-observability.sh). Debian's
+# `prometheus` package ships it; only that binary is extracted from the
+# package, so no Prometheus server is installed or started.
+PROMTOOL_ROOT="${PROMTOOL_ROOT:-$HOME/.cache/promtool-$PROMETHEUS_DEB_VERSION}"
+if [ ! -x "$PROMTOOL_ROOT/promtool" ]; then
+    echo "prepare: extracting promtool from Debian's prometheus package into $PROMTOOL_ROOT"
+    deb_dir=$(mktemp -d)
+    if ! (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null); then
+        as_root apt-get update -qq
+        (cd "$deb_dir" && apt-get download -qq prometheus)
+    fi
+    dpkg-deb -x "$deb_dir"/prometheus_*.deb "$deb_dir/root"
+    mkdir -p "$PROMTOOL_ROOT"
+    cp "$deb_dir/root/usr/bin/promtool" "$PROMTOOL_ROOT/promtool"
+    rm -rf "$deb_dir"
 fi
 
 # The broker's default build has no storage engine; `dynostore` gives memory://.

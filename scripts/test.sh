@@ -9,6 +9,7 @@ export TANSU_BIN="${TANSU_ROOT:-$HOME/.cache/tansu-0.6.0-dynostore}/bin/tansu"
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 
 scripts/check-deploy.sh
+scripts/check-observability.sh
 scripts/check-msrv.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

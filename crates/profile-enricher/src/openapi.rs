@@ -22,6 +22,7 @@ use crate::routes;
         routes::health::ready,
         routes::metrics::metrics,
         openapi_json,
+        service_kit::http::docs,
     ),
     components(schemas(
         ProfileBody,

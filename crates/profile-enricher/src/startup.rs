@@ -8,15 +8,16 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use reqwest::Url;
 use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi;
 
-use service_kit::http::{ApiTokens, guard, render_problem};
+use service_kit::http::{ApiTokens, DocsPage, guard, record_request, render_problem};
 use service_kit::settings::HttpSettings;
 
 use crate::config::Settings;
 use crate::enrichment::EnrichmentClient;
 use crate::error::ApiError;
 use crate::kafka::{KafkaStatus, KafkaWorker};
-use crate::metrics::{Metrics, record_request};
+use crate::metrics::Metrics;
 use crate::{openapi, routes};
 
 /// How long in-flight HTTP requests may finish after SIGTERM, so that the
@@ -73,7 +74,9 @@ impl Application {
             client,
             kafka_status: worker.as_ref().map(|_| web::Data::from(kafka_status)),
             intake,
+            http_metrics: web::Data::new(metrics.http.clone()),
             metrics: web::Data::new(metrics),
+            docs: web::Data::new(DocsPage::new(openapi::ApiDoc::openapi())),
             tokens: web::Data::new(settings.api_tokens),
             environment: web::Data::new(routes::Environment(settings.env)),
             http: settings.http.clone(),
@@ -88,6 +91,8 @@ impl Application {
                 .app_data(state.http.clone())
                 .app_data(state.client.clone())
                 .app_data(state.metrics.clone())
+                .app_data(state.http_metrics.clone())
+                .app_data(state.docs.clone())
                 .app_data(state.tokens.clone())
                 .app_data(state.environment.clone())
                 .configure(|config| {
@@ -135,6 +140,8 @@ impl Application {
 struct State {
     client: web::Data<EnrichmentClient>,
     metrics: web::Data<Metrics>,
+    http_metrics: web::Data<service_kit::http::HttpMetrics>,
+    docs: web::Data<DocsPage>,
     tokens: web::Data<ApiTokens>,
     environment: web::Data<routes::Environment>,
     http: HttpSettings,
@@ -145,7 +152,7 @@ struct State {
 
 /// Every route of the service. Errors are answered as problem+json, including a
 /// wrong method (with `Allow`). With `API_TOKENS` set, the guard asks a token of
-/// every path but the probes, `/metrics` and `/openapi.json`.
+/// every path but the probes, `/metrics`, `/openapi.json` and `/docs`.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(
@@ -166,6 +173,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/openapi.json")
                 .route(web::get().to(openapi::openapi_json))
+                .default_service(only("GET")),
+        )
+        .service(
+            web::resource("/docs")
+                .route(web::get().to(service_kit::http::docs))
                 .default_service(only("GET")),
         )
         .service(

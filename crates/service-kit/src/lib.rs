@@ -3,7 +3,8 @@
 //! how logs look, how a container probes health, how a stop signal is heard -
 //! and, behind the `http` feature, how HTTP requests are limited, authenticated
 //! and answered when they fail (RFC 9457 problem documents); behind `kafka`,
-//! how a Kafka client connects and writes dead letters; behind `testing`, a
+//! how a Kafka client connects and writes dead letters; behind `metrics`, how
+//! metrics are named and exposed; behind `testing`, a
 //! tansu broker for end-to-end tests.
 
 mod error;
@@ -17,6 +18,9 @@ pub mod http;
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -47,7 +47,18 @@ async fn ready(status: web::Data<Status>) -> HttpResponse {
 }
 
 async fn metrics(status: web::Data<Status>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(status.metrics.render())
+    match status.metrics.registry().render() {
+        Ok(body) => HttpResponse::Ok()
+            .content_type(service_kit::metrics::TEXT_FORMAT)
+            .body(body),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode metrics");
+            problem_response(&Problem::typed(
+                500,
+                "internal-error",
+                "Internal Server Error",
+                "the metrics could not be rendered",
+            ))
+        }
+    }
 }

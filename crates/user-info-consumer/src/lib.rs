@@ -26,7 +26,7 @@ pub use crate::status::Status;
 /// Runs the consumer and its HTTP port until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let database = Database::start(&settings.database, "user-info-consumer")?;
-    let metrics = Metrics::new().context("cannot register metrics")?;
+    let metrics = Metrics::new(&database).context("cannot register metrics")?;
     let status = Arc::new(Status::new(database, metrics));
     let listener = TcpListener::bind((
         settings.consumer.consumer_metrics_host.as_str(),

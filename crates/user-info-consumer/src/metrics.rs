@@ -1,8 +1,11 @@
-//! Prometheus metrics of the consumer, served on `/metrics`.
+//! Prometheus metrics of the consumer, served on `/metrics`: records applied
+//! and dead-lettered, batches, lag, the database pool, the process; every name
+//! starts with `consumer_`.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts};
+use service_kit::metrics::Registry;
+use user_store::Database;
+use user_store::metrics::PoolGauges;
 
 pub struct Metrics {
     registry: Registry,
@@ -17,48 +20,43 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        let applied = IntCounter::new(
+    /// Registers every metric of the process; `database` is the one whose
+    /// pool the gauges show.
+    pub fn new(database: &Database) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new("consumer")?;
+        PoolGauges::register(&registry, database)?;
+        let applied = registry.register(IntCounter::new(
             "consumer_messages_applied_total",
             "Messages applied to the database",
-        )?;
-        let dead_lettered = IntCounter::new(
+        )?)?;
+        let dead_lettered = registry.register(IntCounter::new(
             "consumer_messages_dead_lettered_total",
             "Messages sent to the dead-letter topic",
-        )?;
-        let database_retries = IntCounter::new(
+        )?)?;
+        let database_retries = registry.register(IntCounter::new(
             "consumer_database_retries_total",
             "Batches retried because the database was unavailable",
-        )?;
-        let fenced = IntCounter::new(
+        )?)?;
+        let fenced = registry.register(IntCounter::new(
             "consumer_batches_fenced_total",
             "Batches rolled back because another member had moved their partition's offset",
-        )?;
-        let refused = IntCounter::new(
+        )?)?;
+        let refused = registry.register(IntCounter::new(
             "consumer_records_refused_total",
             "Records the database refused (SQLSTATE 22, 23), isolated by splitting their batch and dead-lettered",
-        )?;
-        let batch_size = Histogram::with_opts(
+        )?)?;
+        let batch_size = registry.register(Histogram::with_opts(
             HistogramOpts::new("consumer_batch_size", "Messages per applied batch")
                 .buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0]),
-        )?;
-        let batch_seconds = Histogram::with_opts(HistogramOpts::new(
+        )?)?;
+        let batch_seconds = registry.register(Histogram::with_opts(HistogramOpts::new(
             "consumer_batch_duration_seconds",
             "Time to apply a batch, dead letters and offset storage included",
-        ))?;
-        let lag = IntGaugeVec::new(
+        ))?)?;
+        let lag = registry.register(IntGaugeVec::new(
             Opts::new("consumer_lag", "Messages behind the partition's end"),
             &["topic", "partition"],
-        )?;
-        registry.register(Box::new(applied.clone()))?;
-        registry.register(Box::new(dead_lettered.clone()))?;
-        registry.register(Box::new(database_retries.clone()))?;
-        registry.register(Box::new(fenced.clone()))?;
-        registry.register(Box::new(refused.clone()))?;
-        registry.register(Box::new(batch_size.clone()))?;
-        registry.register(Box::new(batch_seconds.clone()))?;
-        registry.register(Box::new(lag.clone()))?;
+        )?)?;
         Ok(Self {
             registry,
             applied,
@@ -72,13 +70,7 @@ impl Metrics {
         })
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        let encoder = TextEncoder::new();
-        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
-            tracing::error!(%error, "cannot encode metrics");
-        }
-        String::from_utf8(buffer).unwrap_or_default()
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }

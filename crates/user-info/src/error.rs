@@ -34,6 +34,8 @@ pub enum ApiError {
     KeyReused,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the metrics could not be rendered")]
+    Metrics(#[source] prometheus::Error),
 }
 
 fn precondition_detail(current: Option<i64>) -> String {
@@ -84,6 +86,16 @@ impl ApiError {
                 };
                 Problem::typed(503, "database-unavailable", "Database unavailable", detail)
             }
+            ApiError::Metrics(_) => {
+                // Unexpected: logged with its cause chain, answered opaquely.
+                tracing::error!(error = error_chain(self), "unexpected error");
+                Problem::typed(
+                    500,
+                    "internal-error",
+                    "Internal Server Error",
+                    "something went wrong on our side",
+                )
+            }
         }
     }
 }
@@ -99,6 +111,7 @@ impl ResponseError for ApiError {
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::KeyInFlight => StatusCode::CONFLICT,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Metrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod conditional;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

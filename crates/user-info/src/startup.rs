@@ -4,11 +4,15 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
-use service_kit::http::{guard, render_problem};
+use anyhow::Context;
+use service_kit::http::{DocsPage, guard, record_request, render_problem};
 use tracing_actix_web::TracingLogger;
-use user_store::Database;
+use user_store::{Database, DatabaseSettings};
+use utoipa::OpenApi;
 
 use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::openapi::ApiDoc;
 use crate::routes::configure;
 
 /// What every handler shares.
@@ -29,14 +33,24 @@ impl Application {
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
         let port = listener.local_addr()?.port();
-        let database = Database::start(&settings.database, "user-info")?;
+        // The first pool (one connection) is the purge task's; the workers'
+        // pools come from it below. The pool gauges add them all up.
+        let purge_pool = DatabaseSettings {
+            pool_size: 1,
+            ..settings.database.clone()
+        };
+        let database = Database::start(&purge_pool, "user-info")?;
         let ttl = settings.idempotency_key_ttl;
-        purge_expired_keys(database.with_own_pool(1), ttl);
+        purge_expired_keys(database.clone(), ttl);
         // One pool per worker thread, DATABASE_POOL_SIZE split evenly over them
         // (rounded up): a connection's I/O then runs on the thread whose requests
         // use it.
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pool_per_worker = settings.database.pool_size.div_ceil(workers);
+        let metrics = Metrics::new(&database).context("could not register the metrics")?;
+        let http_metrics = web::Data::new(metrics.http.clone());
+        let metrics = web::Data::new(metrics);
+        let docs = web::Data::new(DocsPage::new(ApiDoc::openapi()));
         let tokens = web::Data::new(settings.api_tokens);
         let http = settings.http;
         let worker_http = http.clone();
@@ -48,8 +62,12 @@ impl Application {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(render_problem))
                 .wrap(from_fn(guard))
+                .wrap(from_fn(record_request))
                 .wrap(TracingLogger::default())
                 .app_data(state)
+                .app_data(metrics.clone())
+                .app_data(http_metrics.clone())
+                .app_data(docs.clone())
                 .app_data(tokens.clone())
                 .app_data(worker_http.clone())
                 .configure(configure)

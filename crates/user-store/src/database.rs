@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -42,6 +42,9 @@ pub struct Database {
 
 struct Shared {
     connector: Connector,
+    /// The status of every pool made for this database that still exists
+    /// (one per HTTP worker thread), for [`Database::pool_status`].
+    pools: Mutex<Vec<PoolProbe>>,
     migrated: AtomicBool,
     connect_timeout: Duration,
     query_timeout: Duration,
@@ -54,12 +57,13 @@ impl Database {
     pub fn start(settings: &DatabaseSettings, application_name: &str) -> Result<Self, UrlError> {
         let shared = Arc::new(Shared {
             connector: Connector::parse(&settings.url, application_name)?,
+            pools: Mutex::default(),
             migrated: AtomicBool::new(false),
             connect_timeout: settings.connect_timeout,
             query_timeout: settings.query_timeout,
         });
         let database = Database {
-            pool: pool(&shared.connector, settings.pool_size),
+            pool: pool(&shared, settings.pool_size),
             reader: Arc::default(),
             shared,
         };
@@ -76,10 +80,32 @@ impl Database {
     /// connection's I/O is driven by the thread whose requests use it.
     pub fn with_own_pool(&self, size: usize) -> Self {
         Database {
-            pool: pool(&self.shared.connector, size),
+            pool: pool(&self.shared, size),
             reader: Arc::default(),
             shared: self.shared.clone(),
         }
+    }
+
+    /// The connections of every pool of this database, added up.
+    pub fn pool_status(&self) -> PoolStatus {
+        let mut pools = self
+            .shared
+            .pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut sum = PoolStatus::default();
+        // A pool that is gone (a restarted worker's) is forgotten.
+        pools.retain(|probe| match probe() {
+            Some(status) => {
+                sum.max_size += status.max_size;
+                sum.size += status.size;
+                sum.available += status.available;
+                sum.waiting += status.waiting;
+                true
+            }
+            None => false,
+        });
+        sum
     }
 
     pub fn is_migrated(&self) -> bool {
@@ -325,8 +351,8 @@ impl Database {
 /// `/health`) while the database is still down. Connections are not pinged on
 /// checkout (a round trip per request); one whose work failed is discarded by
 /// [`settle`] instead, so a database restart still heals by itself.
-fn pool(connector: &Connector, size: usize) -> PgPool {
-    let connector = connector.clone();
+fn pool(shared: &Shared, size: usize) -> PgPool {
+    let connector = shared.connector.clone();
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |_url| {
@@ -335,10 +361,38 @@ fn pool(connector: &Connector, size: usize) -> PgPool {
     });
     let manager = AsyncDieselConnectionManager::new_with_config("", config);
     #[allow(clippy::expect_used)] // only fails with a runtime-dependent timeout set
-    Pool::builder(manager)
+    let pool = Pool::builder(manager)
         .max_size(size.max(1))
         .build()
-        .expect("a pool without timeouts always builds")
+        .expect("a pool without timeouts always builds");
+    let weak = pool.weak();
+    shared
+        .pools
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Box::new(move || {
+            let status = weak.upgrade()?.status();
+            Some(PoolStatus {
+                max_size: status.max_size,
+                size: status.size,
+                available: status.available,
+                waiting: status.waiting,
+            })
+        }));
+    pool
+}
+
+/// A pool's status while it exists, without keeping it alive.
+type PoolProbe = Box<dyn Fn() -> Option<PoolStatus> + Send + Sync>;
+
+/// The connections of a [`Database`]'s pools: at most `max_size`, `size` open,
+/// `available` of them idle, `waiting` operations waiting for one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub max_size: usize,
+    pub size: usize,
+    pub available: usize,
+    pub waiting: usize,
 }
 
 /// Returns the connection to the pool, or throws it away when its work failed:

@@ -16,7 +16,8 @@
 //! - `offsets`: where each consumer group is in each partition, advanced in
 //!   the same transaction as the rows (effectively once, zombies fenced);
 //! - `read`: reads of one user, pipelined on a connection per worker thread;
-//! - [`Database`]: the pool and its operations, each bounded in time.
+//! - [`Database`]: the pool and its operations, each bounded in time;
+//! - [`metrics`]: the pool's gauges.
 
 mod conditions;
 pub mod connect;
@@ -24,6 +25,7 @@ mod database;
 mod idempotency;
 mod isolate;
 mod merge;
+pub mod metrics;
 pub mod migrate;
 mod offsets;
 mod read;
@@ -37,7 +39,7 @@ use serde::Deserialize;
 use service_kit::settings::{number, seconds};
 
 pub use conditions::{Outcome, Preconditions, Versions};
-pub use database::Database;
+pub use database::{Database, PoolStatus};
 pub use idempotency::{Keyed, StoredAnswer};
 pub use isolate::{Refusal, UserRecords};
 pub use offsets::OffsetAdvance;

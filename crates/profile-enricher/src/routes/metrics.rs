@@ -11,8 +11,8 @@ use crate::metrics::Metrics;
         (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn metrics(metrics: web::Data<Metrics>) -> Result<HttpResponse, ApiError> {
-    let body = metrics.render().map_err(ApiError::Metrics)?;
+    let body = metrics.registry().render().map_err(ApiError::Metrics)?;
     Ok(HttpResponse::Ok()
-        .content_type(prometheus::TEXT_FORMAT)
+        .content_type(service_kit::metrics::TEXT_FORMAT)
         .body(body))
 }

@@ -65,10 +65,11 @@ async fn any_configured_token_is_accepted_with_the_scheme_in_any_case() {
 }
 
 #[tokio::test]
-async fn health_and_metrics_need_no_token() {
+async fn health_metrics_and_the_api_description_need_no_token() {
     let app = app_with_tokens(false).await;
-    assert_eq!(app.get("/health").await.status(), 200);
-    assert_eq!(app.get("/metrics").await.status(), 200);
+    for open in ["/health", "/ready", "/metrics", "/openapi.json", "/docs"] {
+        assert_eq!(app.get(open).await.status(), 200, "{open}");
+    }
 }
 
 #[tokio::test]

@@ -29,7 +29,8 @@ async fn metrics_count_requests_attempts_retries_slot_waits_and_latency() {
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     for expected in [
-        r#"http_requests_total{method="POST",route="/users",status="200"} 1"#,
+        r#"enricher_http_requests_total{method="POST",route="/users",status="200"} 1"#,
+        r#"enricher_http_request_duration_seconds_count{method="POST",route="/users",status="200"} 1"#,
         r#"enricher_upstream_attempts_total{outcome="503"} 1"#,
         r#"enricher_upstream_attempts_total{outcome="200"} 1"#,
         "enricher_upstream_retries_total 1",
@@ -37,5 +38,16 @@ async fn metrics_count_requests_attempts_retries_slot_waits_and_latency() {
         "enricher_upstream_latency_seconds_count 2",
     ] {
         assert!(text.contains(expected), "{expected} missing from\n{text}");
+    }
+    assert!(
+        !text.contains("\nhttp_requests_total"),
+        "every name has the service's prefix"
+    );
+    for process in [
+        "enricher_process_cpu_seconds_total ",
+        "enricher_process_resident_memory_bytes ",
+        "enricher_process_open_fds ",
+    ] {
+        assert!(text.contains(process), "{process} missing from\n{text}");
     }
 }

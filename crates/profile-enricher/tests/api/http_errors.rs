@@ -27,6 +27,7 @@ async fn a_wrong_method_is_a_405_problem_naming_the_allowed_one() {
         (reqwest::Method::GET, "/dummy-enrich", "POST"),
         (reqwest::Method::POST, "/health", "GET"),
         (reqwest::Method::PUT, "/metrics", "GET"),
+        (reqwest::Method::POST, "/docs", "GET"),
     ];
     for (method, path, allowed) in cases {
         let response = app

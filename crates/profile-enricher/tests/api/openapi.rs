@@ -28,12 +28,13 @@ async fn the_openapi_document_lists_every_endpoint_and_status() {
         .chain(upstream_errors)
         .collect();
     let dummy: Vec<&str> = ["200"].into_iter().chain(body_errors).collect();
-    let expected: [(&str, &str, &[&str]); 5] = [
+    let expected: [(&str, &str, &[&str]); 6] = [
         ("/users", "post", &users),
         ("/dummy-enrich", "post", &dummy),
         ("/health", "get", &["200", "431"]),
         ("/metrics", "get", &["200", "431"]),
         ("/openapi.json", "get", &["200", "431"]),
+        ("/docs", "get", &["200", "431"]),
     ];
     for (path, method, statuses) in expected {
         let responses = &doc["paths"][path][method]["responses"];
@@ -79,7 +80,7 @@ async fn only_the_enrichment_endpoints_declare_the_optional_bearer_token() {
             "{path}"
         );
     }
-    for path in ["/health", "/metrics", "/openapi.json"] {
+    for path in ["/health", "/metrics", "/openapi.json", "/docs"] {
         assert!(
             doc["paths"][path]["get"].get("security").is_none(),
             "{path}"
@@ -302,4 +303,28 @@ fn conforms(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn docs_serves_an_api_explorer_of_the_openapi_document() {
+    let app = spawn_app().await;
+    let served = document(&app).await;
+
+    let response = app.get("/docs").await;
+
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = response.text().await.unwrap();
+    assert!(page.contains("@scalar/api-reference"), "{page}");
+    let embedded = page
+        .split_once(r#"<script id="openapi-document" type="application/json">"#)
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map(|(document, _)| document)
+        .expect("the page embeds the OpenAPI document");
+    let embedded: Value = serde_json::from_str(embedded).unwrap();
+    assert_eq!(
+        embedded, served,
+        "the explorer shows what /openapi.json serves"
+    );
 }

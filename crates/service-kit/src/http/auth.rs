@@ -8,8 +8,9 @@ use serde::{Deserialize, Deserializer};
 use sha2::Digest;
 use subtle::ConstantTimeEq;
 
-/// Paths open without a token: probes, metrics and the API description.
-pub const OPEN_PATHS: [&str; 4] = ["/health", "/ready", "/metrics", "/openapi.json"];
+/// Paths open without a token: probes, metrics, the API description and its
+/// explorer.
+pub const OPEN_PATHS: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.json", "/docs"];
 
 /// The bearer tokens of `API_TOKENS`; none means authentication is off.
 ///

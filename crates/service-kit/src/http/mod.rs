@@ -9,16 +9,23 @@
 //!   too slowly;
 //! - [`Problem`] and [`render_problem`]: every error answer, ours or actix's own,
 //!   is an RFC 9457 `application/problem+json` document;
-//! - [`BearerAuth`]: the bearer scheme in the OpenAPI documents.
+//! - [`BearerAuth`]: the bearer scheme in the OpenAPI documents;
+//! - [`HttpMetrics`] and [`record_request`]: request counts and durations by
+//!   route and status, under the service's metric prefix;
+//! - [`docs`] and [`DocsPage`]: the `/docs` API explorer.
 
 mod auth;
 mod body;
+mod explorer;
 mod guard;
+mod metrics;
 mod openapi;
 mod problem;
 
 pub use auth::{ApiTokens, OPEN_PATHS};
 pub use body::{BodyError, JsonBody, MAX_BODY_BYTES, MediaType, MergePatchBody};
+pub use explorer::{__path_docs, DocsPage, docs};
 pub use guard::{MAX_HEAD_BYTES, guard, head_size};
+pub use metrics::{HttpMetrics, record_request};
 pub use openapi::BearerAuth;
 pub use problem::{PROBLEM_JSON, Problem, problem_response, render_problem, retry_after};

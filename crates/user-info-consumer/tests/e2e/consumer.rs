@@ -511,3 +511,45 @@ async fn the_metrics_port_refuses_a_request_head_over_16_kib_with_431() {
         "{content_type}"
     );
 }
+
+#[tokio::test]
+async fn metrics_show_the_database_pool_and_the_process_under_the_consumer_prefix() {
+    let setup = Setup::new(1).await;
+    let consumer = setup.consumer_env(&setup.db.url, &setup.group, &[("DATABASE_POOL_SIZE", "3")]);
+    let id = Uuid::new_v4();
+    produce(
+        &setup.broker.producer(),
+        &setup.topic,
+        &[Record::user(id, json!({"user_id": id, "first_name": "M"}))],
+    )
+    .await;
+    let applied = eventually(LANDING, || async {
+        consumer.counter("consumer_messages_applied_total").await == 1
+    })
+    .await;
+    assert!(applied, "the record lands");
+
+    // The batch was applied through the pool, which keeps its connection.
+    assert_eq!(consumer.counter("consumer_db_pool_max_size").await, 3);
+    assert!(consumer.counter("consumer_db_pool_size").await >= 1);
+    let text = reqwest::get(format!("{}/metrics", consumer.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "consumer_db_pool_available ",
+        "consumer_db_pool_waiting ",
+        "consumer_process_cpu_seconds_total ",
+    ] {
+        assert!(text.contains(series), "{series} in\n{text}");
+    }
+    assert!(
+        consumer
+            .counter("consumer_process_resident_memory_bytes")
+            .await
+            > 0
+    );
+    assert!(consumer.counter("consumer_process_open_fds").await > 0);
+}

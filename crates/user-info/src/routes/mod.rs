@@ -1,4 +1,5 @@
 pub mod health;
+pub mod metrics;
 pub mod user;
 
 use actix_web::web;
@@ -14,5 +15,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/health").route(web::get().to(health::health)))
     .service(web::resource("/ready").route(web::get().to(health::ready)))
-    .service(web::resource("/openapi.json").route(web::get().to(crate::openapi::openapi_json)));
+    .service(web::resource("/metrics").route(web::get().to(metrics::metrics)))
+    .service(web::resource("/openapi.json").route(web::get().to(crate::openapi::openapi_json)))
+    .service(web::resource("/docs").route(web::get().to(service_kit::http::docs)));
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod idempotency;
 mod input;
 mod logs;
+mod metrics;
 mod openapi;
 mod patch;
 mod probe;

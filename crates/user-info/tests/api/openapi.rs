@@ -12,7 +12,7 @@ async fn the_openapi_document_lists_every_endpoint_and_status() {
     let doc: Value = response.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
 
-    let expected: [(&str, &str, &[&str]); 6] = [
+    let expected: [(&str, &str, &[&str]); 8] = [
         (
             "/user",
             "post",
@@ -35,6 +35,8 @@ async fn the_openapi_document_lists_every_endpoint_and_status() {
         ),
         ("/health", "get", &["200"]),
         ("/ready", "get", &["200", "503"]),
+        ("/metrics", "get", &["200"]),
+        ("/docs", "get", &["200"]),
     ];
     for (path, method, statuses) in expected {
         let responses = &doc["paths"][path][method]["responses"];
@@ -81,4 +83,28 @@ async fn the_openapi_document_lists_every_endpoint_and_status() {
     for field in ["type", "title", "status", "detail", "errors"] {
         assert!(problem.get(field).is_some(), "Problem.{field}");
     }
+}
+
+#[tokio::test]
+async fn docs_serves_an_api_explorer_of_the_openapi_document() {
+    let app = spawn_app().await;
+    let served: Value = app.get("/openapi.json").await.json().await.unwrap();
+
+    let response = app.get("/docs").await;
+
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = response.text().await.unwrap();
+    assert!(page.contains("@scalar/api-reference"), "{page}");
+    let embedded = page
+        .split_once(r#"<script id="openapi-document" type="application/json">"#)
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map(|(document, _)| document)
+        .expect("the page embeds the OpenAPI document");
+    let embedded: Value = serde_json::from_str(embedded).unwrap();
+    assert_eq!(
+        embedded, served,
+        "the explorer shows what /openapi.json serves"
+    );
 }

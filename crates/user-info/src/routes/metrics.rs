@@ -1,0 +1,13 @@
+use actix_web::{HttpResponse, web};
+use service_kit::metrics::TEXT_FORMAT;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Prometheus text exposition; open without a token.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain")))]
+pub async fn metrics(metrics: web::Data<Metrics>) -> Result<HttpResponse, ApiError> {
+    let body = metrics.registry().render().map_err(ApiError::Metrics)?;
+    Ok(HttpResponse::Ok().content_type(TEXT_FORMAT).body(body))
+}
