@@ -43,10 +43,12 @@ RECIPE=1
 log() { printf 'check-image: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 
-for tool in mmdebstrap buildah podman objcopy strip curl python3; do
+for tool in mmdebstrap buildah podman objcopy strip readelf curl python3; do
     command -v "$tool" >/dev/null || fail "$tool is missing (scripts/prepare.sh installs it)"
 done
-[ "$(id -u)" = 0 ] || fail "needs root (rootful podman and buildah)"
+if [ "$(id -u)" != 0 ]; then # rootful podman and buildah, as scripts/prepare.sh uses sudo
+    exec sudo --preserve-env=SYSTEM_BIN_DIR,CARGO_TARGET_DIR,IMAGE_CHECK_CACHE,DEBIAN_MIRROR "$PWD/scripts/check-image.sh" "$@"
+fi
 for bin in user-info user-info-consumer profile-enricher; do
     [ -x "$BIN_DIR/$bin" ] || fail "$BIN_DIR/$bin is missing: cargo build --release --locked --bins"
 done
@@ -69,6 +71,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# Runs podman, showing what it wrote to stderr only when it fails: without
+# systemd, podman logs an error for every HEALTHCHECK timer it cannot make or remove.
+quietly() {
+    "$@" 2>"$work/stderr" || { local status=$?; cat "$work/stderr" >&2; return "$status"; }
+}
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -134,14 +142,21 @@ build_image() { # binary port
     objcopy --only-keep-debug "$out/$bin" "$out/$bin.debug"
     strip --strip-debug "$out/$bin"
     objcopy --add-gnu-debuglink="$out/$bin.debug" "$out/$bin"
+    if readelf --section-headers --wide "$out/$bin" | grep -Eq '\.debug_(info|line|str|abbrev|ranges|rnglists|loclists)'; then
+        fail "$bin: debug sections left after strip --strip-debug"
+    fi
     ctr=$(buildah from --quiet "$runtime")
     builders+=("$ctr")
     buildah copy --quiet --chmod 0755 "$ctr" "$out/$bin" "/usr/local/bin/$bin" >/dev/null
     buildah config --port "$port" --entrypoint "[\"/usr/local/bin/$bin\"]" --cmd '' \
-        --healthcheck "CMD [\"/usr/local/bin/$bin\", \"--health-check\"]" \
+        --healthcheck "CMD /usr/local/bin/$bin --health-check" \
         --healthcheck-interval 10s --healthcheck-timeout 3s --healthcheck-retries 3 "$ctr"
     buildah commit --quiet --rm --format docker "$ctr" "localhost/user-services-check/$bin:$tag" >/dev/null
     images+=("localhost/user-services-check/$bin:$tag")
+    local config
+    config=$(podman image inspect --format '{{.Config.User}} {{json .Config.Entrypoint}} {{json .Config.Healthcheck.Test}}' "localhost/user-services-check/$bin:$tag")
+    [ "$config" = "$RUN_AS [\"/usr/local/bin/$bin\"] [\"CMD\",\"/usr/local/bin/$bin\",\"--health-check\"]" ] \
+        || fail "$bin: the image's user, entrypoint, health check: $config"
     log "$bin: image built ($(du -k "$out/$bin" | cut -f1) KiB binary, stripped)"
 }
 
@@ -163,7 +178,8 @@ check_service() { # binary port-variable host-variable [VAR=value...]
     for setting in "$@"; do env+=(--env "$setting"); done
 
     containers+=("$name")
-    podman run --detach --name "$name" "${security[@]}" "${env[@]}" "$image" >/dev/null
+    quietly podman run --detach --name "$name" "${security[@]}" "${env[@]}" "$image" >/dev/null \
+        || fail "$bin: podman run failed"
 
     local status="" deadline=$((SECONDS + 30))
     while [ "$SECONDS" -lt "$deadline" ]; do
@@ -183,10 +199,10 @@ check_service() { # binary port-variable host-variable [VAR=value...]
     ids=$(awk '/^Uid:/ {u = $2 ":" $3 ":" $4 ":" $5} /^Gid:/ {g = $2 ":" $3 ":" $4 ":" $5} END {print u " " g}' "/proc/$pid/status")
     [ "$ids" = "10001:10001:10001:10001 10001:10001:10001:10001" ] \
         || fail "$bin: the process runs as uid:gid (real, effective, saved, fs) $ids, not 10001"
-    log "$bin: runs as 10001:10001"
 
     local first
-    first=$(podman logs "$name" 2>&1 | head -n 1)
+    podman logs "$name" >"$work/$bin.log" 2>&1
+    first=$(head -n 1 "$work/$bin.log")
     case "$first" in
         '{'*'}') ;;
         *) fail "$bin: the first log line is not JSON: $first" ;;
@@ -195,6 +211,7 @@ check_service() { # binary port-variable host-variable [VAR=value...]
     if podman exec "$name" /bin/sh -c true >/dev/null 2>&1; then
         fail "$bin: the image has a shell"
     fi
+    log "$bin: runs as 10001:10001, logs JSON lines, has no /bin/sh"
 
     podman exec "$name" "/usr/local/bin/$bin" --health-check \
         || fail "$bin: --health-check failed against the running process"
@@ -213,7 +230,7 @@ check_service() { # binary port-variable host-variable [VAR=value...]
         log "$bin: POST /users 200 through its own /dummy-enrich"
     fi
 
-    podman stop --time 10 "$name" >/dev/null
+    quietly podman stop --time 10 "$name" >/dev/null
     local code
     code=$(podman inspect --format '{{.State.ExitCode}}' "$name")
     [ "$code" = 0 ] || { podman logs "$name" >&2; fail "$bin: exit $code after SIGTERM, not 0"; }
