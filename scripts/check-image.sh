@@ -117,6 +117,7 @@ else
     done
     tar --numeric-owner --sort=name -C "$r" -cf "$rootfs.part" .
     mv "$rootfs.part" "$rootfs"
+    find "$CACHE" -maxdepth 1 -name 'rootfs-*.tar' ! -name "${rootfs##*/}" -delete # older recipes
     rm -rf "$r"
 fi
 
