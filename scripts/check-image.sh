@@ -21,8 +21,8 @@
 #   4. removes every container and image it made, also when a check fails.
 # Binaries: $SYSTEM_BIN_DIR, else $CARGO_TARGET_DIR/release, else target/release
 # (build them first: cargo build --release --locked --bins). Needs root (rootful
-# podman) and the Debian packages mmdebstrap, buildah, podman, binutils, curl
-# (scripts/prepare.sh installs them).
+# podman) and the Debian packages mmdebstrap, buildah, podman, runc, binutils,
+# curl (scripts/prepare.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,12 +43,12 @@ RECIPE=1
 log() { printf 'check-image: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 
-for tool in mmdebstrap buildah podman objcopy strip readelf curl python3; do
+if [ "$(id -u)" != 0 ]; then # rootful podman and buildah, as scripts/prepare.sh uses sudo
+    exec sudo --preserve-env=SYSTEM_BIN_DIR,CARGO_TARGET_DIR,IMAGE_CHECK_CACHE,DEBIAN_MIRROR,PODMAN_RUNTIME "$PWD/scripts/check-image.sh" "$@"
+fi
+for tool in mmdebstrap buildah podman "${PODMAN_RUNTIME:-runc}" objcopy strip readelf curl python3; do
     command -v "$tool" >/dev/null || fail "$tool is missing (scripts/prepare.sh installs it)"
 done
-if [ "$(id -u)" != 0 ]; then # rootful podman and buildah, as scripts/prepare.sh uses sudo
-    exec sudo --preserve-env=SYSTEM_BIN_DIR,CARGO_TARGET_DIR,IMAGE_CHECK_CACHE,DEBIAN_MIRROR "$PWD/scripts/check-image.sh" "$@"
-fi
 for bin in user-info user-info-consumer profile-enricher; do
     [ -x "$BIN_DIR/$bin" ] || fail "$BIN_DIR/$bin is missing: cargo build --release --locked --bins"
 done
@@ -115,8 +115,8 @@ else
     for shell in bin/sh bin/bash bin/dash usr/bin/sh usr/bin/bash usr/bin/dash; do
         [ ! -e "$r/$shell" ] || fail "the root filesystem has a shell: /$shell"
     done
-    tar --numeric-owner --sort=name -C "$r" -cf "$rootfs.part" .
-    mv "$rootfs.part" "$rootfs"
+    tar --numeric-owner --sort=name -C "$r" -cf "$rootfs.$$" .
+    mv "$rootfs.$$" "$rootfs"
     find "$CACHE" -maxdepth 1 -name 'rootfs-*.tar' ! -name "${rootfs##*/}" -delete # older recipes
     rm -rf "$r"
 fi
@@ -167,7 +167,8 @@ build_image() { # binary port
 limits=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
 # The image's HEALTHCHECK runs on demand (podman healthcheck run), not from a
 # systemd timer (none here).
-security=(--health-interval disable --network host --read-only --cap-drop all --security-opt no-new-privileges "${limits[@]}")
+# runc, not crun: Debian 12's crun refuses hybrid cgroup hierarchies (as here).
+security=(--runtime "${PODMAN_RUNTIME:-runc}" --health-interval disable --network host --read-only --cap-drop all --security-opt no-new-privileges "${limits[@]}")
 closed=$(free_port) # nothing listens there: no database, no broker
 
 check_service() { # binary port-variable host-variable [VAR=value...]

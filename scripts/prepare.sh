@@ -18,7 +18,7 @@ as_postgres() { if [ "$(id -u)" = 0 ]; then su postgres -c "$1"; else sudo -u po
 
 missing=()
 for pkg in libpq-dev libssl-dev pkg-config "postgresql-$PG_VERSION" "postgresql-client-$PG_VERSION" docker-compose \
-    mmdebstrap buildah podman binutils curl "$@"; do
+    mmdebstrap buildah podman runc binutils curl "$@"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
