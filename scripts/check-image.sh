@@ -38,7 +38,7 @@ LIBRARIES=(libc6 libgcc-s1 libstdc++6 libssl3 zlib1g)
 # tools their maintainer scripts use, which a runtime image does not need).
 DATA=(base-files netbase tzdata ca-certificates)
 # Bump when the way the root filesystem is made changes: the cache key.
-RECIPE=1
+RECIPE=2
 
 log() { printf 'check-image: %s\n' "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
@@ -95,8 +95,11 @@ else
         --extract-hook='set -e; d=$(mktemp -d); cd "$d"; APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" apt-get download -qq -o APT::Sandbox::User=root '"${DATA[*]}"'; for deb in ./*.deb; do dpkg-deb -x "$deb" "$1"; done; cd /; rm -rf "$d"' \
         "$SUITE" "$work/rootfs" "$MIRROR"
     r="$work/rootfs"
-    # Only the files: no apt or dpkg state, no device nodes (the runtime mounts /dev).
-    rm -rf "$r/etc/apt" "$r/var/lib/apt" "$r/var/cache/apt" "$r/var/lib/dpkg" "$r/var/log"/*
+    # Only the files: no apt or dpkg state, no device nodes (the runtime mounts /dev),
+    # not the host's resolv.conf and hostname mmdebstrap copies in (the runtime
+    # provides both), no scripts.
+    rm -rf "$r/etc/apt" "$r/var/lib/apt" "$r/var/cache/apt" "$r/var/lib/dpkg" "$r/var/log"/* \
+        "$r/etc/resolv.conf" "$r/etc/hostname" "$r/etc/update-motd.d" "$r/usr/sbin/update-ca-certificates"
     find "$r/dev" -mindepth 1 -delete
     # The CA bundle update-ca-certificates would write (its script is not run).
     mkdir -p "$r/etc/ssl/certs"
