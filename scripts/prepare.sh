@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts what the services and their tests need on a Debian machine
 # like ours: system libraries, a running PostgreSQL whose `postgres` role logs in
-# with the password `postgres` over TCP, and the tansu Kafka-protocol broker.
+# with the password `postgres` over TCP, the tansu Kafka-protocol broker, and
+# what scripts/check-image.sh builds and runs images with (mmdebstrap, buildah,
+# podman).
 # Idempotent: every step is skipped when already done. Arguments name further
 # Debian packages a caller needs (bench/run.sh: wrk).
 set -euo pipefail
@@ -17,7 +19,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 as_postgres() { if [ "$(id -u)" = 0 ]; then su postgres -c "$1"; else sudo -u postgres sh -c "$1"; fi; }
 
 missing=()
-for pkg in libpq-dev libssl-dev pkg-config "postgresql-$PG_VERSION" "postgresql-client-$PG_VERSION" docker-compose "$@"; do
+for pkg in libpq-dev libssl-dev pkg-config "postgresql-$PG_VERSION" "postgresql-client-$PG_VERSION" docker-compose \
+    mmdebstrap buildah podman runc binutils curl "$@"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -16,5 +16,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The system test (crates/user-info-consumer/tests/system) runs the release binaries.
 cargo build --release --locked --bins
 export SYSTEM_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release"
+# The runtime images built from those binaries on a Debian 12 base, and run.
+scripts/check-image.sh
 cargo test --workspace --locked
 scripts/api-fuzz.sh
