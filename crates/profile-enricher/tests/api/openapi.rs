@@ -317,10 +317,7 @@ async fn docs_serves_an_api_explorer_of_the_openapi_document() {
     assert!(content_type.starts_with("text/html"), "{content_type}");
     let page = response.text().await.unwrap();
     assert!(page.contains("@scalar/api-reference"), "{page}");
-    let embedded = page
-        .split_once(r#"<script id="openapi-document" type="application/json">"#)
-        .and_then(|(_, rest)| rest.split_once("</script>"))
-        .map(|(document, _)| document)
+    let embedded = service_kit::http::DocsPage::embedded_document(&page)
         .expect("the page embeds the OpenAPI document");
     let embedded: Value = serde_json::from_str(embedded).unwrap();
     assert_eq!(

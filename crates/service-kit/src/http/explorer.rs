@@ -48,6 +48,15 @@ $spec
             .to_html();
         Self(page)
     }
+
+    /// The OpenAPI document embedded in an explorer page (what a page made by
+    /// [`DocsPage::new`] shows), for the services' tests to compare with
+    /// `/openapi.json`.
+    pub fn embedded_document(page: &str) -> Option<&str> {
+        page.split_once(r#"<script id="openapi-document" type="application/json">"#)
+            .and_then(|(_, rest)| rest.split_once("</script>"))
+            .map(|(document, _)| document)
+    }
 }
 
 /// An interactive explorer of this API, over its OpenAPI document. Open
