@@ -155,10 +155,10 @@ impl ProfileDto {
             trim(email);
             *email = email.to_lowercase();
         }
-        if let Some(address) = &mut self.address {
-            if address.state.as_deref() == Some("") {
-                address.state = None;
-            }
+        if let Some(address) = &mut self.address
+            && address.state.as_deref() == Some("")
+        {
+            address.state = None;
         }
     }
 

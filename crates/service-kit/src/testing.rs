@@ -1,7 +1,10 @@
 //! Test support (feature `testing`): a real Kafka-protocol broker - a tansu
 //! process on a free port, killed by PID when dropped - with topics, producers
-//! and a reader, shared by the end-to-end tests of every Kafka process.
+//! and a reader, shared by the end-to-end tests of every Kafka process; and
+//! the spans a process exported over OTLP ([`otlp`]).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod otlp;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -373,6 +373,11 @@ impl UserConsumer {
         stop: &watch::Receiver<Option<Instant>>,
     ) -> Outcome {
         let started = Instant::now();
+        // Traced records link the batch that applies them (and it them).
+        let this = tracing::Span::current();
+        for record in batch.record_spans() {
+            this.follows_from(record);
+        }
         let advances: Vec<OffsetAdvance> = batch
             .partitions
             .iter()
@@ -404,6 +409,7 @@ impl UserConsumer {
                             letter.offset,
                             letter.poison.key.as_deref(),
                             letter.poison.value.as_deref(),
+                            letter.poison.headers.as_ref(),
                             &letter.poison.reason,
                         )
                         .await

@@ -13,6 +13,9 @@ use std::collections::HashMap;
 
 use domain::{Change, Folded, UserChange, fold_changes, parse_user_id};
 use rdkafka::Message;
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, OwnedHeaders};
+use service_kit::kafka::trace::record_span;
+use tracing::Span;
 use user_store::{Refusal, UserRecords};
 use uuid::Uuid;
 
@@ -34,21 +37,27 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(Uuid, Change)
     Ok((id, Change::Upsert(fields)))
 }
 
-/// One received record, decoded right away. It keeps its bytes: a record the
-/// database refuses goes to the dead-letter topic as it came.
+/// One received record, decoded right away. It keeps its bytes and headers: a
+/// record the database refuses goes to the dead-letter topic as it came.
 pub struct Incoming {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    pub headers: Option<OwnedHeaders>,
     pub decoded: Result<(Uuid, Change), Reason>,
+    /// While traces are exported: the record's span, continuing its
+    /// producer's trace, from its receipt until its batch is stored (or it is
+    /// dead-lettered).
+    pub span: Option<Span>,
 }
 
 /// A record that cannot be applied, as the dead-letter topic will hold it.
 pub struct Poison {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    pub headers: Option<OwnedHeaders>,
     pub reason: Reason,
 }
 
@@ -58,14 +67,24 @@ impl Incoming {
         (self.topic.clone(), self.partition)
     }
 
-    pub fn from_message<M: Message>(message: &M) -> Self {
+    pub fn from_message(message: &BorrowedMessage<'_>) -> Self {
+        let headers = message.headers().map(BorrowedHeaders::detach);
+        let span = record_span(
+            "apply user record",
+            headers.as_ref(),
+            message.topic(),
+            message.partition(),
+            message.offset(),
+        );
         Incoming {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
+            headers,
             decoded: decode(message.key(), message.payload()),
+            span,
         }
     }
 
@@ -77,8 +96,10 @@ impl Incoming {
             poison: Poison {
                 key: self.key,
                 value: self.value,
+                headers: self.headers,
                 reason,
             },
+            span: self.span,
         }
     }
 }
@@ -89,6 +110,8 @@ pub struct DeadLetter {
     pub partition: i32,
     pub offset: i64,
     pub poison: Poison,
+    /// The record's span (see [`Incoming::span`]).
+    pub span: Option<Span>,
 }
 
 /// The offsets a batch holds of one partition.
@@ -154,6 +177,13 @@ impl Batch {
 
     pub fn records(&self) -> usize {
         self.valid.len() + self.dead_letters.len()
+    }
+
+    /// The spans of its records that have one (traces exported).
+    pub fn record_spans(&self) -> impl Iterator<Item = &Span> {
+        let valid = self.valid.iter().map(|(record, _, _)| &record.span);
+        let dead = self.dead_letters.iter().map(|letter| &letter.span);
+        valid.chain(dead).flatten()
     }
 
     /// Each user's records, in order, indexed for [`Batch::refuse`].
@@ -260,7 +290,9 @@ mod tests {
             offset,
             key: None,
             value: Some(value.as_bytes().to_vec()),
+            headers: None,
             decoded: decode(None, Some(value.as_bytes())),
+            span: None,
         }
     }
 

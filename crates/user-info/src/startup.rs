@@ -15,6 +15,12 @@ use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
 use crate::routes::configure;
 
+/// How long in-flight requests (and idle keep-alive connections) may hold a
+/// stopping server: with the last spans' export after it (at most
+/// `service_kit::telemetry::FLUSH_TIMEOUT`), the process exits within the 10 s
+/// its contract gives it after SIGTERM.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// What every handler shares.
 pub struct AppState {
     pub database: Database,
@@ -75,7 +81,7 @@ impl Application {
         .workers(workers)
         .client_request_timeout(http.head_timeout)
         .keep_alive(http.keep_alive)
-        .shutdown_timeout(10)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
         .listen(listener)?
         .run();
         Ok(Self { port, server })
@@ -85,7 +91,8 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM/SIGINT, then finishes in-flight requests (10 s at most).
+    /// Serves until SIGTERM/SIGINT, then finishes in-flight requests (at most
+    /// [`SHUTDOWN_TIMEOUT`]).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }

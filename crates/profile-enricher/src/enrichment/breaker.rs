@@ -171,10 +171,10 @@ impl CircuitBreaker {
 
     fn release(&self, generation: u64) {
         let mut inner = self.lock();
-        if inner.generation == generation {
-            if let State::HalfOpen { probing } = &mut inner.state {
-                *probing = probing.saturating_sub(1);
-            }
+        if inner.generation == generation
+            && let State::HalfOpen { probing } = &mut inner.state
+        {
+            *probing = probing.saturating_sub(1);
         }
     }
 

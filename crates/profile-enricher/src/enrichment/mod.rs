@@ -283,11 +283,15 @@ impl EnrichmentClient {
             .pool_max_idle_per_host(idle_per_host)
             .user_agent(concat!("profile-enricher/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let http: ClientWithMiddleware = ClientBuilder::new(client)
-            .with(AttemptTelemetry {
-                metrics: metrics.clone(),
-            })
-            .build();
+        let mut http = ClientBuilder::new(client).with(AttemptTelemetry {
+            metrics: metrics.clone(),
+        });
+        if service_kit::telemetry::tracing_enabled() {
+            // A client span per attempt, its trace context in the request's
+            // `traceparent`/`tracestate` (off: no span, no header).
+            http = http.with(reqwest_tracing::TracingMiddleware::default());
+        }
+        let http: ClientWithMiddleware = http.build();
         let sources = plans
             .into_iter()
             .map(|plan| Arc::new(Source::new(plan, http.clone(), metrics.clone())))

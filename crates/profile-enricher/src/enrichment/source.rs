@@ -138,14 +138,14 @@ impl Source {
     /// else from the call in flight for the same body, else from a new call. Each
     /// caller waits at most until its own `deadline`.
     pub(super) async fn enrich(self: &Arc<Self>, body: &[u8], deadline: Instant) -> Outcome {
-        if let Some(cache) = &self.cache {
-            if let Some(answer) = cache.get(body).await {
-                self.metrics
-                    .cache_hits
-                    .with_label_values(&[self.name.as_str()])
-                    .inc();
-                return Ok(answer);
-            }
+        if let Some(cache) = &self.cache
+            && let Some(answer) = cache.get(body).await
+        {
+            self.metrics
+                .cache_hits
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+            return Ok(answer);
         }
         let (call, role) = self.in_flight.join_or_start(body, || {
             let (source, body) = (Arc::clone(self), Arc::<[u8]>::from(body));

@@ -47,12 +47,14 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use service_kit::kafka::trace::{record_span, trace_context};
 use service_kit::kafka::{DeadLetters, DropAside, MemberContext, commit};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use self::handler::{Verdict, handle};
 use self::tracker::{Partition, Tracker};
@@ -102,9 +104,13 @@ impl Intake {
     }
 
     /// Puts a validated profile on the input topic and waits for the broker's
-    /// acknowledgement.
+    /// acknowledgement. The record carries the current trace's context, so its
+    /// enrichment continues the request's trace.
     pub async fn send(&self, key: &str, value: &[u8]) -> Result<(), KafkaError> {
-        let record = FutureRecord::to(&self.topic).key(key).payload(value);
+        let mut record = FutureRecord::to(&self.topic).key(key).payload(value);
+        if let Some(headers) = trace_context(&tracing::Span::current()) {
+            record = record.headers(headers);
+        }
         self.producer
             .send(record, PRODUCE_TIMEOUT)
             .await
@@ -147,6 +153,7 @@ struct Record {
     offset: i64,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
 }
 
 type Turn = Shared<BoxFuture<'static, ()>>;
@@ -330,6 +337,7 @@ impl From<&BorrowedMessage<'_>> for Record {
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
+            headers: message.headers().map(BorrowedHeaders::detach),
         }
     }
 }
@@ -356,7 +364,23 @@ fn store(shared: &Shared_, tracker: &mut Tracker, generation: u64, done: Done) {
 
 /// Enriches one record and produces its answer or dead letter, retrying
 /// transient failures until they pass (the task is aborted at shutdown).
+/// While traces are exported, this runs in a span that continues the record's
+/// trace, and the answer carries that span's trace context.
 async fn process(shared: &Shared_, record: Record) {
+    let span = record_span(
+        "enrich record",
+        record.headers.as_ref(),
+        &record.partition.0,
+        record.partition.1,
+        record.offset,
+    );
+    match span {
+        Some(span) => enrich_record(shared, record).instrument(span).await,
+        None => enrich_record(shared, record).await,
+    }
+}
+
+async fn enrich_record(shared: &Shared_, record: Record) {
     let mut delay = shared.first_backoff;
     let mut waiting = false;
     let verdict = loop {
@@ -387,9 +411,12 @@ async fn process(shared: &Shared_, record: Record) {
     loop {
         let result = match &verdict {
             Verdict::Answer { key, body } => {
-                let out = FutureRecord::to(&shared.output_topic)
+                let mut out = FutureRecord::to(&shared.output_topic)
                     .key(key.as_bytes())
                     .payload(body.as_slice());
+                if let Some(headers) = trace_context(&tracing::Span::current()) {
+                    out = out.headers(headers);
+                }
                 shared
                     .producer
                     .send(out, PRODUCE_TIMEOUT)
@@ -406,6 +433,7 @@ async fn process(shared: &Shared_, record: Record) {
                         record.offset,
                         record.key.as_deref(),
                         record.value.as_deref(),
+                        record.headers.as_ref(),
                         reason,
                     )
                     .await

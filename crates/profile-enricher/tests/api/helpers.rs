@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use profile_enricher::config::{Settings, from_variables};
 use profile_enricher::startup::Application;
 use serde_json::Value;
+use service_kit::testing::otlp::ExportedSpan;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::{method, path};
@@ -25,7 +26,7 @@ pub fn readme_example() -> Value {
 /// Logs only when `TEST_LOG` is set, so `cargo test` output stays readable.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
-        service_kit::telemetry::init();
+        let _ = service_kit::telemetry::init("tests");
     }
 });
 
@@ -344,4 +345,51 @@ pub fn line_containing(lines: &mpsc::Receiver<String>, needle: &str) -> String {
             Err(error) => panic!("no line containing {needle:?}: {error}"),
         }
     }
+}
+
+/// An OTLP/HTTP receiver: takes every `POST /v1/traces` (read back with
+/// [`exported_spans`]).
+pub async fn otlp_receiver() -> MockServer {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    receiver
+}
+
+/// Every span `receiver` was sent.
+pub async fn exported_spans(receiver: &MockServer) -> Vec<ExportedSpan> {
+    let requests = receiver.received_requests().await.unwrap_or_default();
+    service_kit::testing::otlp::spans(requests.iter().map(|request| request.body.as_slice()))
+}
+
+/// Sends SIGTERM and waits for the exit: it must come within the contract's
+/// 10 s, with status 0.
+pub async fn terminate(process: &mut Process) {
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            return;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The (trace id, parent id) of a W3C `traceparent` value.
+pub fn trace_parent(value: &str) -> (String, String) {
+    let parts: Vec<&str> = value.split('-').collect();
+    assert_eq!(parts.len(), 4, "not a traceparent: {value}");
+    (parts[1].to_owned(), parts[2].to_owned())
 }

@@ -13,7 +13,11 @@ use serde_json::{Value, json};
 use service_kit::testing::{Broker, ReadRecord, eventually, log_path, produce, read_until, unique};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{TestApp, binary, free_port, json_answer, spawn_app_with, start};
+use crate::helpers::{
+    TestApp, binary, exported_spans, free_port, json_answer, otlp_receiver, spawn_app_with, start,
+    terminate, trace_parent,
+};
+use crate::traces::{CLIENT_SPAN_ID, TRACE_ID};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -582,4 +586,61 @@ async fn sigterm_while_the_upstream_is_slow_exits_0_within_10_s_and_loses_nothin
     })
     .await;
     assert_eq!(answered_users(&out).len(), 20, "records lost at shutdown");
+}
+
+#[tokio::test]
+async fn a_respond_async_requests_trace_continues_through_the_input_topic_to_the_upstream_and_the_answer()
+ {
+    let broker = Broker::start().await;
+    let topics = Topics::create(&broker, 1).await;
+    let upstream = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(Echo::default())
+        .mount(&upstream)
+        .await;
+    let receiver = otlp_receiver().await;
+    let port = free_port();
+    let mut command = topics.binary(&broker, &upstream, port);
+    command.env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.uri());
+    let mut process = start(command, port).await;
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/users", process.address()))
+        .header("prefer", "respond-async")
+        .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01"))
+        .json(&profile("traced-user", 30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+
+    let reader = broker.reader(&topics.output);
+    let mut out = Vec::new();
+    read_until(&reader, &mut out, LONG, |out| !out.is_empty()).await;
+    assert_eq!(out.len(), 1, "no answer on the output topic");
+    let (answer_trace, answer_parent) = trace_parent(
+        out[0]
+            .header("traceparent")
+            .expect("the answer's traceparent"),
+    );
+    assert_eq!(
+        answer_trace, TRACE_ID,
+        "the answer carries the request's trace"
+    );
+    let requests = upstream.received_requests().await.unwrap();
+    let sent = requests[0].headers["traceparent"].to_str().unwrap();
+    assert_eq!(
+        trace_parent(sent).0,
+        TRACE_ID,
+        "the upstream call continues it"
+    );
+
+    terminate(&mut process).await;
+    let spans = exported_spans(&receiver).await;
+    let record = spans
+        .iter()
+        .find(|span| span.span_id == answer_parent)
+        .unwrap_or_else(|| panic!("the record's span was not exported: {spans:#?}"));
+    assert_eq!(record.trace_id, TRACE_ID);
+    assert_eq!(record.name, "enrich record");
 }

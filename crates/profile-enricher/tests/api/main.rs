@@ -12,6 +12,7 @@ mod openapi;
 mod probe;
 mod resilience;
 mod sources;
+mod traces;
 mod upstream;
 mod users;
 mod validation;

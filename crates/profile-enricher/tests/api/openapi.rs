@@ -256,17 +256,16 @@ fn conforms(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
             return Err(format!("{value} is not of type {types:?}"));
         }
     }
-    if let Some(allowed) = schema["enum"].as_array() {
-        if !allowed.contains(value) {
-            return Err(format!("{value} is not one of {allowed:?}"));
-        }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return Err(format!("{value} is not one of {allowed:?}"));
     }
-    if let Some(number) = value.as_f64() {
-        if schema["minimum"].as_f64().is_some_and(|min| number < min)
-            || schema["maximum"].as_f64().is_some_and(|max| number > max)
-        {
-            return Err(format!("{value} is out of the bounds of {schema}"));
-        }
+    if let Some(number) = value.as_f64()
+        && (schema["minimum"].as_f64().is_some_and(|min| number < min)
+            || schema["maximum"].as_f64().is_some_and(|max| number > max))
+    {
+        return Err(format!("{value} is out of the bounds of {schema}"));
     }
     if let Some(text) = value.as_str() {
         let length = text.chars().count() as u64;

@@ -1,12 +1,13 @@
 //! Writing a record that cannot be processed to the dead-letter topic, with its
-//! original key and value and where it came from: the headers
-//! `dlq-source-topic`, `dlq-source-partition`, `dlq-source-offset` (decimal
-//! strings) and `dlq-reason` (the field and the rule, never the value).
+//! original key, value and headers (its trace context among them), and where
+//! it came from: the headers `dlq-source-topic`, `dlq-source-partition`,
+//! `dlq-source-offset` (decimal strings) and `dlq-reason` (the field and the
+//! rule, never the value), after the original ones.
 
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 pub struct DeadLetters {
@@ -24,7 +25,8 @@ impl DeadLetters {
     }
 
     /// Writes one dead letter - the record from `source_topic`/`partition`/`offset`
-    /// with its `key` and `value` - and waits for the broker's acknowledgement.
+    /// with its `key`, `value` and `headers` - and waits for the broker's
+    /// acknowledgement.
     #[allow(clippy::too_many_arguments)]
     pub async fn write(
         &self,
@@ -33,11 +35,20 @@ impl DeadLetters {
         offset: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
+        headers: Option<&OwnedHeaders>,
         reason: &str,
     ) -> Result<(), KafkaError> {
         let partition = partition.to_string();
         let offset = offset.to_string();
-        let headers = OwnedHeaders::new()
+        // A letter's own `dlq-*` headers are the ones below (a replayed letter
+        // refused again had its old ones dropped by the replay).
+        let original = headers
+            .map(|headers| headers.iter())
+            .into_iter()
+            .flatten()
+            .filter(|header| !header.key.starts_with("dlq-"));
+        let headers = original
+            .fold(OwnedHeaders::new(), |copy, header| copy.insert(header))
             .insert(Header {
                 key: "dlq-source-topic",
                 value: Some(source_topic),

@@ -2,10 +2,12 @@
 //! client reaches the brokers (`KAFKA_BOOTSTRAP_SERVERS` and the security
 //! variables, passed through to librdkafka unchanged), how a group member
 //! follows rebalances ([`MemberContext`]) and how a record that cannot be
-//! processed is written to a dead-letter topic.
+//! processed is written to a dead-letter topic; how a record's trace context
+//! travels in its headers ([`trace`]).
 
 mod dead_letter;
 mod member;
+pub mod trace;
 
 pub use dead_letter::DeadLetters;
 pub use member::{MemberContext, commit};

@@ -10,6 +10,8 @@ use crate::support::{Record, Setup, produce, read_topic};
 /// shared by the broker, PostgreSQL, the consumer and the test.
 const LANDING: Duration = Duration::from_secs(120);
 
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 #[tokio::test]
 async fn distinct_users_land_two_messages_merge_and_a_tombstone_deletes() {
     let setup = Setup::new(3).await;
@@ -78,10 +80,16 @@ async fn poison_goes_to_the_dlq_with_its_headers_while_the_valid_messages_around
         json!({"user_id": before, "first_name": "Before"}),
     )];
     for (key, value) in &poison {
-        records.push(match value {
+        let record = match value {
             Some(value) => Record::raw(key, value),
             None => Record::tombstone(key),
-        });
+        };
+        // The producer's own headers travel with the record to the DLQ.
+        records.push(
+            record
+                .with_header("x-origin", key)
+                .with_header("traceparent", TRACEPARENT),
+        );
     }
     records.push(Record::user(
         after,
@@ -125,6 +133,12 @@ async fn poison_goes_to_the_dlq_with_its_headers_while_the_valid_messages_around
             letter.header("dlq-reason").is_some_and(|r| !r.is_empty()),
             "{key}"
         );
+        assert_eq!(
+            letter.header("x-origin"),
+            Some(*key),
+            "original headers kept"
+        );
+        assert_eq!(letter.header("traceparent"), Some(TRACEPARENT));
     }
     let email_reason = letters
         .iter()
@@ -552,4 +566,47 @@ async fn metrics_show_the_database_pool_and_the_process_under_the_consumer_prefi
             > 0
     );
     assert!(consumer.counter("consumer_process_open_fds").await > 0);
+}
+
+#[tokio::test]
+async fn a_records_trace_is_continued_by_the_consumers_spans_exported_over_otlp() {
+    let setup = Setup::new(1).await;
+    let receiver = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/v1/traces"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let mut consumer = setup.consumer_env(
+        &setup.db.url,
+        &setup.group,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.uri())],
+    );
+    let id = Uuid::new_v4();
+    let record = Record::user(id, json!({"user_id": id, "first_name": "Traced"}))
+        .with_header("traceparent", TRACEPARENT);
+    produce(&setup.broker.producer(), &setup.topic, &[record]).await;
+    assert!(eventually(LANDING, || async { setup.db.find(id).is_some() }).await);
+
+    // SIGTERM: what is left is exported before the exit, within the bound.
+    consumer.terminate();
+    let status = consumer.exit_within(Duration::from_secs(10)).await;
+    assert!(status.is_some_and(|status| status.success()), "{status:?}");
+    let requests = receiver.received_requests().await.unwrap_or_default();
+    let spans = service_kit::testing::otlp::spans(requests.iter().map(|r| r.body.as_slice()));
+    let (_, trace_id, parent_id, _) = {
+        let parts: Vec<&str> = TRACEPARENT.split('-').collect();
+        (parts[0], parts[1], parts[2], parts[3])
+    };
+    let applied = spans
+        .iter()
+        .find(|span| span.trace_id == trace_id && span.parent_span_id == parent_id)
+        .unwrap_or_else(|| panic!("no span continues the record's trace: {spans:#?}"));
+    assert_eq!(applied.name, "apply user record");
+    assert_eq!(applied.service, "user-info-consumer");
+    let link = (applied.trace_id.clone(), applied.span_id.clone());
+    let batch = spans
+        .iter()
+        .find(|span| span.links.contains(&link))
+        .unwrap_or_else(|| panic!("no batch links the record's span: {spans:#?}"));
+    assert_eq!(batch.name, "batch");
 }

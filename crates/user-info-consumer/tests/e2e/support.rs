@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use user_store::testing::TestDatabase;
 pub use user_store::testing::free_port;
@@ -25,10 +25,11 @@ fn log_path(name: &str) -> PathBuf {
 /// The tansu broker, shared with the enricher's tests.
 pub use service_kit::testing::Broker;
 
-/// A record to produce: key and value, either possibly absent.
+/// A record to produce: key and value, either possibly absent, and headers.
 pub struct Record {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Record {
@@ -36,6 +37,7 @@ impl Record {
         Record {
             key: Some(id.to_string().into_bytes()),
             value: Some(serde_json::to_vec(&value).unwrap()),
+            headers: Vec::new(),
         }
     }
 
@@ -43,6 +45,7 @@ impl Record {
         Record {
             key: Some(key.as_bytes().to_vec()),
             value: Some(value.to_vec()),
+            headers: Vec::new(),
         }
     }
 
@@ -50,7 +53,13 @@ impl Record {
         Record {
             key: Some(key.as_bytes().to_vec()),
             value: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
     }
 }
 
@@ -70,6 +79,19 @@ pub async fn produce(
             }
             if let Some(value) = &record.value {
                 future = future.payload(value.as_slice());
+            }
+            if !record.headers.is_empty() {
+                let headers =
+                    record
+                        .headers
+                        .iter()
+                        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                            headers.insert(Header {
+                                key,
+                                value: Some(value),
+                            })
+                        });
+                future = future.headers(headers);
             }
             producer.send(future, Duration::from_secs(30))
         });

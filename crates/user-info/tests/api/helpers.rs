@@ -78,7 +78,7 @@ pub async fn spawn_app_on(db: TestDatabase, via: Option<SocketAddr>) -> TestApp 
 /// Starts the application with the given settings, on `db`.
 pub async fn spawn_configured(db: TestDatabase, settings: Settings) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
-        service_kit::telemetry::init();
+        let _ = service_kit::telemetry::init("tests");
     }
     let application = Application::build(settings).unwrap();
     let address = format!("http://127.0.0.1:{}", application.port());

@@ -11,5 +11,6 @@ mod openapi;
 mod patch;
 mod probe;
 mod slow_clients;
+mod traces;
 mod user;
 mod versions;
