@@ -11,6 +11,8 @@ set -euo pipefail
 TANSU_VERSION=0.6.0
 TANSU_ROOT="${TANSU_ROOT:-$HOME/.cache/tansu-$TANSU_VERSION-dynostore}"
 PG_VERSION=15
+CARGO_DENY_VERSION=0.20.2
+CARGO_DENY_ROOT="${CARGO_DENY_ROOT:-$HOME/.cache/cargo-deny-$CARGO_DENY_VERSION}"
 CHECKOV_VERSION=3.3.30
 # Debian 12's prometheus package, for its promtool.
 PROMETHEUS_DEB_VERSION=2.42.0
@@ -83,4 +85,9 @@ if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
     echo "prepare: installing tansu $TANSU_VERSION (once per machine, ~15 min on 2 cores)"
     cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore --root "$TANSU_ROOT"
 fi
-echo "prepare: PostgreSQL on 127.0.0.1:5432, tansu at $TANSU_ROOT/bin/tansu"
+# The dependency policy's checker (deny.toml), built from crates.io like tansu.
+if [ ! -x "$CARGO_DENY_ROOT/bin/cargo-deny" ]; then
+    echo "prepare: installing cargo-deny $CARGO_DENY_VERSION (once per machine, ~5 min on 2 cores)"
+    cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION" --root "$CARGO_DENY_ROOT"
+fi
+echo "prepare: PostgreSQL on 127.0.0.1:5432, tansu at $TANSU_ROOT/bin/tansu, cargo-deny at $CARGO_DENY_ROOT/bin"

@@ -11,6 +11,8 @@ export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.
 scripts/check-deploy.sh
 scripts/check-observability.sh
 scripts/check-msrv.sh
+# deny.toml: licences, bans and sources (the advisory database cannot be fetched here).
+"${CARGO_DENY_ROOT:-$HOME/.cache/cargo-deny-0.20.2}/bin/cargo-deny" --log-level error --locked check licenses bans sources
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The system test (crates/user-info-consumer/tests/system) runs the release binaries.
