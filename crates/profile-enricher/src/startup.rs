@@ -10,7 +10,7 @@ use reqwest::Url;
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 
-use service_kit::http::{ApiTokens, DocsPage, guard, record_request, render_problem};
+use service_kit::http::{ApiTokens, DocsPage, RequestSpan, guard, record_request, render_problem};
 use service_kit::settings::HttpSettings;
 
 use crate::config::Settings;
@@ -87,7 +87,7 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(render_problem))
                 .wrap(from_fn(guard))
                 .wrap(from_fn(record_request))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.http.clone())
                 .app_data(state.client.clone())
                 .app_data(state.metrics.clone())

@@ -8,7 +8,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::json;
-use service_kit::http::{Problem, guard, problem_response, render_problem};
+use service_kit::http::{Problem, RequestSpan, guard, problem_response, render_problem};
 use tracing_actix_web::TracingLogger;
 
 use crate::status::Status;
@@ -19,7 +19,7 @@ pub fn serve(listener: TcpListener, status: Arc<Status>) -> std::io::Result<Serv
         App::new()
             .wrap(ErrorHandlers::new().default_handler(render_problem))
             .wrap(from_fn(guard))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(status.clone())
             .route("/health", web::get().to(health))
             .route("/ready", web::get().to(ready))

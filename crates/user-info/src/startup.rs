@@ -5,7 +5,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use service_kit::http::{DocsPage, guard, record_request, render_problem};
+use service_kit::http::{DocsPage, RequestSpan, guard, record_request, render_problem};
 use tracing_actix_web::TracingLogger;
 use user_store::{Database, DatabaseSettings};
 use utoipa::OpenApi;
@@ -69,7 +69,7 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(render_problem))
                 .wrap(from_fn(guard))
                 .wrap(from_fn(record_request))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state)
                 .app_data(metrics.clone())
                 .app_data(http_metrics.clone())

@@ -12,7 +12,9 @@
 //! - [`BearerAuth`]: the bearer scheme in the OpenAPI documents;
 //! - [`HttpMetrics`] and [`record_request`]: request counts and durations by
 //!   route and status, under the service's metric prefix;
-//! - [`docs`] and [`DocsPage`]: the `/docs` API explorer.
+//! - [`docs`] and [`DocsPage`]: the `/docs` API explorer;
+//! - [`RequestSpan`]: the span of every request (tracing-actix-web's root span,
+//!   its trace part only while traces are exported).
 
 mod auth;
 mod body;
@@ -21,6 +23,7 @@ mod guard;
 mod metrics;
 mod openapi;
 mod problem;
+mod span;
 
 pub use auth::{ApiTokens, OPEN_PATHS};
 pub use body::{BodyError, JsonBody, MAX_BODY_BYTES, MediaType, MergePatchBody};
@@ -29,3 +32,4 @@ pub use guard::{MAX_HEAD_BYTES, guard, head_size};
 pub use metrics::{HttpMetrics, record_request};
 pub use openapi::BearerAuth;
 pub use problem::{PROBLEM_JSON, Problem, problem_response, render_problem, retry_after};
+pub use span::RequestSpan;

@@ -17,6 +17,8 @@ async fn captured_logs(log_format: &str) -> String {
         Command::new(env!("CARGO_BIN_EXE_user-info"))
             .env_remove("RUST_LOG")
             .env("LOG_FORMAT", log_format)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+            .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
             .env("USER_INFO_HOST", "127.0.0.1")
             .env("USER_INFO_PORT", port.to_string())
             .env("DATABASE_URL", &db.url)
@@ -89,4 +91,13 @@ async fn personal_data_never_appears_in_the_logs_at_the_default_level() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn without_traces_the_log_lines_name_no_trace() {
+    // Traces off (no OTLP endpoint): no span carries a trace id, not even an
+    // all-zero one.
+    let logs = captured_logs("json").await;
+    assert!(logs.contains("HTTP request"), "{logs}");
+    assert!(!logs.contains("trace_id"), "{logs}");
 }
