@@ -28,9 +28,9 @@ FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
-# The release profile keeps line tables (debug = "line-tables-only": 57 MB per
+# The release profile keeps line tables (debug = "line-tables-only": 85-90 MiB per
 # binary). They are split off into /out/debug/<binary>.debug and the shipped
-# binary keeps only its symbol table (about 7 MB), enough for named frames in a
+# binary keeps only its symbol table (13-17 MiB), enough for named frames in a
 # panic's backtrace; a .gnu_debuglink names the debug file.
 # Then every shared library a binary needs must be one the runtime provides
 # (distroless cc: glibc, libgcc_s, libstdc++, OpenSSL; plus the zlib copied in):
