@@ -7,23 +7,44 @@ use std::process::Stdio;
 
 use serde_json::json;
 use wiremock::matchers::method;
-use wiremock::{Mock, MockServer};
+use wiremock::{Mock, MockServer, Request};
 
 use crate::helpers::{
-    binary, exported_spans, free_port, json_answer, line_containing, otlp_receiver, readme_example,
-    start, stdout_lines, terminate, trace_parent,
+    Process, binary, exported_spans, free_port, json_answer, line_containing, otlp_receiver,
+    readme_example, start, stdout_lines, terminate, trace_parent,
 };
 
 pub const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 pub const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
 
-#[tokio::test]
-async fn a_clients_trace_reaches_the_upstream_the_otlp_receiver_and_the_logs_with_its_trace_id() {
+/// `POST /users` with the client's trace context (`traceparent` and
+/// `tracestate`): 200; what the upstream received.
+async fn post_in_a_trace(process: &Process, upstream: &MockServer) -> Vec<Request> {
+    let response = reqwest::Client::new()
+        .post(format!("{}/users", process.address()))
+        .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01"))
+        .header("tracestate", "vendor=value")
+        .json(&readme_example())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    upstream.received_requests().await.unwrap()
+}
+
+/// An upstream answering every profile with the same score.
+async fn scoring_upstream() -> MockServer {
     let upstream = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(json_answer(json!({"score": 7})))
         .mount(&upstream)
         .await;
+    upstream
+}
+
+#[tokio::test]
+async fn a_clients_trace_reaches_the_upstream_the_otlp_receiver_and_the_logs_with_its_trace_id() {
+    let upstream = scoring_upstream().await;
     let receiver = otlp_receiver().await;
     let port = free_port();
     let mut command = binary(port);
@@ -36,17 +57,7 @@ async fn a_clients_trace_reaches_the_upstream_the_otlp_receiver_and_the_logs_wit
     let mut process = start(command, port).await;
     let lines = stdout_lines(&mut process);
 
-    let response = reqwest::Client::new()
-        .post(format!("{}/users", process.address()))
-        .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01"))
-        .header("tracestate", "vendor=value")
-        .json(&readme_example())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-
-    let requests = upstream.received_requests().await.unwrap();
+    let requests = post_in_a_trace(&process, &upstream).await;
     assert_eq!(requests.len(), 1);
     let sent = requests[0].headers["traceparent"].to_str().unwrap();
     let (trace_id, upstream_parent) = trace_parent(sent);
@@ -84,11 +95,7 @@ async fn a_clients_trace_reaches_the_upstream_the_otlp_receiver_and_the_logs_wit
 
 #[tokio::test]
 async fn without_an_otlp_endpoint_nothing_is_propagated() {
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(json_answer(json!({"score": 7})))
-        .mount(&upstream)
-        .await;
+    let upstream = scoring_upstream().await;
     let port = free_port();
     let mut command = binary(port);
     command
@@ -96,15 +103,7 @@ async fn without_an_otlp_endpoint_nothing_is_propagated() {
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", "")
         .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "");
     let process = start(command, port).await;
-    let response = reqwest::Client::new()
-        .post(format!("{}/users", process.address()))
-        .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01"))
-        .json(&readme_example())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let requests = upstream.received_requests().await.unwrap();
+    let requests = post_in_a_trace(&process, &upstream).await;
     assert!(
         requests[0].headers.get("traceparent").is_none(),
         "traces are off: no header is sent"

@@ -187,6 +187,26 @@ pub fn error_fields(problem: &Value) -> Vec<String> {
 /// A process of the built binary, killed by PID when dropped.
 pub struct Server(pub std::process::Child);
 
+impl Server {
+    /// Spawns `command` (the binary, listening on `port`) and waits, at most
+    /// 20 s, for its `/ready`; returns it and its base URL.
+    pub async fn start_ready(command: &mut std::process::Command, port: u16) -> (Self, String) {
+        let server = Server(command.spawn().unwrap());
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let ready = eventually(Duration::from_secs(20), || async {
+            client
+                .get(format!("{base}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(ready, "user-info did not become ready");
+        (server, base)
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();

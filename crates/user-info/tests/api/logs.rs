@@ -2,18 +2,17 @@
 //! in production, its output is captured, and the values sent must not be in it.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{Server, TestDatabase, eventually, free_port};
+use crate::helpers::{Server, TestDatabase, free_port};
 
 async fn captured_logs(log_format: &str) -> String {
     let db = TestDatabase::create();
     let port = free_port();
     let log = std::env::temp_dir().join(format!("user-info-logs-{}.log", uuid::Uuid::new_v4()));
     let file = std::fs::File::create(&log).unwrap();
-    let server = Server(
+    let (server, base) = Server::start_ready(
         Command::new(env!("CARGO_BIN_EXE_user-info"))
             .env_remove("RUST_LOG")
             .env("LOG_FORMAT", log_format)
@@ -23,21 +22,11 @@ async fn captured_logs(log_format: &str) -> String {
             .env("USER_INFO_PORT", port.to_string())
             .env("DATABASE_URL", &db.url)
             .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let ready = eventually(Duration::from_secs(20), || async {
-        client
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
+            .stderr(Stdio::from(file)),
+        port,
+    )
     .await;
-    assert!(ready);
+    let client = reqwest::Client::new();
 
     let id = uuid::Uuid::new_v4();
     let user = json!({"user_id": id, "first_name": "Zebulon", "last_name": "Quixotic",

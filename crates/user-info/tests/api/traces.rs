@@ -22,7 +22,7 @@ async fn a_clients_trace_is_continued_by_the_request_span_exported_over_otlp() {
         .await;
     let db = TestDatabase::create();
     let port = free_port();
-    let mut server = Server(
+    let (mut server, base) = Server::start_ready(
         Command::new(env!("CARGO_BIN_EXE_user-info"))
             .env("RUST_LOG", "warn")
             .env("USER_INFO_HOST", "127.0.0.1")
@@ -30,21 +30,11 @@ async fn a_clients_trace_is_continued_by_the_request_span_exported_over_otlp() {
             .env("DATABASE_URL", &db.url)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.uri())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let ready = eventually(Duration::from_secs(20), || async {
-        client
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
+            .stderr(Stdio::null()),
+        port,
+    )
     .await;
-    assert!(ready);
+    let client = reqwest::Client::new();
     let response = client
         .get(format!("{base}/user?user_id={}", uuid::Uuid::new_v4()))
         .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01"))
