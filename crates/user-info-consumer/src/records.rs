@@ -47,9 +47,9 @@ pub struct Incoming {
     pub value: Option<Vec<u8>>,
     pub headers: Option<OwnedHeaders>,
     pub decoded: Result<(Uuid, Change), Reason>,
-    /// While traces are exported: the record's span, continuing its
-    /// producer's trace, from its receipt until its batch is stored (or it is
-    /// dead-lettered).
+    /// While traces are exported, for a record carrying a trace context: its
+    /// span, continuing its producer's trace, from its receipt until its batch
+    /// is stored (or it is dead-lettered).
     pub span: Option<Span>,
 }
 

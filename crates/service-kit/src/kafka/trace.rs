@@ -7,15 +7,16 @@
 
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt as _;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::telemetry;
 
-/// A span for one consumed record, continuing the trace its headers carry
-/// (a new trace when they carry none). `None` while traces are off: no span
-/// exists only for tracing.
+/// A span for one consumed record that carries a trace context in its
+/// headers, continuing that trace. `None` for a record without one (a bulk
+/// backfill makes no span per record) and while traces are off.
 pub fn record_span(
     name: &'static str,
     headers: Option<&OwnedHeaders>,
@@ -24,6 +25,13 @@ pub fn record_span(
     offset: i64,
 ) -> Option<Span> {
     if !telemetry::tracing_enabled() {
+        return None;
+    }
+    let headers = headers?;
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&RecordHeaders(headers))
+    });
+    if !parent.span().span_context().is_valid() {
         return None;
     }
     let span = tracing::info_span!(
@@ -35,12 +43,7 @@ pub fn record_span(
         messaging.destination.partition.id = partition,
         messaging.kafka.offset = offset,
     );
-    if let Some(headers) = headers {
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&RecordHeaders(headers))
-        });
-        let _ = span.set_parent(parent);
-    }
+    let _ = span.set_parent(parent);
     Some(span)
 }
 

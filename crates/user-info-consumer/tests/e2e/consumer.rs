@@ -581,11 +581,22 @@ async fn a_records_trace_is_continued_by_the_consumers_spans_exported_over_otlp(
         &setup.group,
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.uri())],
     );
-    let id = Uuid::new_v4();
-    let record = Record::user(id, json!({"user_id": id, "first_name": "Traced"}))
-        .with_header("traceparent", TRACEPARENT);
-    produce(&setup.broker.producer(), &setup.topic, &[record]).await;
-    assert!(eventually(LANDING, || async { setup.db.find(id).is_some() }).await);
+    let (id, untraced) = (Uuid::new_v4(), Uuid::new_v4());
+    let records = [
+        Record::user(id, json!({"user_id": id, "first_name": "Traced"}))
+            .with_header("traceparent", TRACEPARENT),
+        Record::user(
+            untraced,
+            json!({"user_id": untraced, "first_name": "Plain"}),
+        ),
+    ];
+    produce(&setup.broker.producer(), &setup.topic, &records).await;
+    assert!(
+        eventually(LANDING, || async {
+            setup.db.find(id).is_some() && setup.db.find(untraced).is_some()
+        })
+        .await
+    );
 
     // SIGTERM: what is left is exported before the exit, within the bound.
     consumer.terminate();
@@ -603,6 +614,12 @@ async fn a_records_trace_is_continued_by_the_consumers_spans_exported_over_otlp(
         .unwrap_or_else(|| panic!("no span continues the record's trace: {spans:#?}"));
     assert_eq!(applied.name, "apply user record");
     assert_eq!(applied.service, "user-info-consumer");
+    let record_spans = spans.iter().filter(|span| span.name == "apply user record");
+    assert_eq!(
+        record_spans.count(),
+        1,
+        "a record without a trace context gets no span of its own"
+    );
     let link = (applied.trace_id.clone(), applied.span_id.clone());
     let batch = spans
         .iter()
