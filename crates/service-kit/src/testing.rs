@@ -18,7 +18,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// A port nobody listens on right now.
@@ -200,10 +200,31 @@ pub async fn produce(
     topic: &str,
     records: &[KeyValue],
 ) -> HashMap<i32, i64> {
+    produce_with_headers(producer, topic, records, &[]).await
+}
+
+/// Like [`produce`], every record carrying `headers`.
+pub async fn produce_with_headers(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[KeyValue],
+    headers: &[(&str, &str)],
+) -> HashMap<i32, i64> {
     let mut ends: HashMap<i32, i64> = HashMap::new();
     for chunk in records.chunks(5_000) {
         let sends = chunk.iter().map(|(key, value)| {
             let mut future: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+            if !headers.is_empty() {
+                let headers = headers
+                    .iter()
+                    .fold(OwnedHeaders::new(), |all, (key, value)| {
+                        all.insert(Header {
+                            key,
+                            value: Some(*value),
+                        })
+                    });
+                future = future.headers(headers);
+            }
             if let Some(key) = key {
                 future = future.key(key.as_slice());
             }

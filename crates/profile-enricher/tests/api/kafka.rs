@@ -10,7 +10,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use profile_enricher::config::Settings;
 use serde_json::{Value, json};
-use service_kit::testing::{Broker, ReadRecord, eventually, log_path, produce, read_until, unique};
+use service_kit::testing::{
+    Broker, ReadRecord, eventually, log_path, produce, produce_with_headers, read_until, unique,
+};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{
@@ -387,7 +389,14 @@ async fn invalid_and_refused_profiles_are_dead_lettered_with_headers_while_neigh
         record("refused", &profile("refused", 30)),
         record("c", &profile("c", 30)),
     ];
-    produce(&broker.producer_one_per_batch(), &topics.input, &records).await;
+    // The producer's own headers travel with a record to the DLQ.
+    produce_with_headers(
+        &broker.producer_one_per_batch(),
+        &topics.input,
+        &records,
+        &[("x-origin", "signup")],
+    )
+    .await;
 
     let reader = broker.reader(&topics.output);
     let mut out = Vec::new();
@@ -427,6 +436,11 @@ async fn invalid_and_refused_profiles_are_dead_lettered_with_headers_while_neigh
         );
         assert_eq!(letter.key_text(), key);
         assert_eq!(&letter.value, value, "the original value");
+        assert_eq!(
+            letter.header("x-origin"),
+            Some("signup"),
+            "original headers kept"
+        );
         let reason = letter.header("dlq-reason").unwrap();
         assert!(!reason.is_empty());
         assert!(
