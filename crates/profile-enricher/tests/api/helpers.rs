@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use profile_enricher::config::{Settings, from_variables};
 use profile_enricher::startup::Application;
 use serde_json::Value;
-use service_kit::testing::otlp::ExportedSpan;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::{method, path};
@@ -347,24 +346,6 @@ pub fn line_containing(lines: &mpsc::Receiver<String>, needle: &str) -> String {
     }
 }
 
-/// An OTLP/HTTP receiver: takes every `POST /v1/traces` (read back with
-/// [`exported_spans`]).
-pub async fn otlp_receiver() -> MockServer {
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/traces"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
-    receiver
-}
-
-/// Every span `receiver` was sent.
-pub async fn exported_spans(receiver: &MockServer) -> Vec<ExportedSpan> {
-    let requests = receiver.received_requests().await.unwrap_or_default();
-    service_kit::testing::otlp::spans(requests.iter().map(|request| request.body.as_slice()))
-}
-
 /// Sends SIGTERM and waits for the exit: it must come within the contract's
 /// 10 s, with status 0.
 pub async fn terminate(process: &mut Process) {
@@ -385,11 +366,4 @@ pub async fn terminate(process: &mut Process) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The (trace id, parent id) of a W3C `traceparent` value.
-pub fn trace_parent(value: &str) -> (String, String) {
-    let parts: Vec<&str> = value.split('-').collect();
-    assert_eq!(parts.len(), 4, "not a traceparent: {value}");
-    (parts[1].to_owned(), parts[2].to_owned())
 }

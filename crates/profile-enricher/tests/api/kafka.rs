@@ -10,15 +10,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use profile_enricher::config::Settings;
 use serde_json::{Value, json};
+use service_kit::testing::otlp::{Receiver, trace_parent};
 use service_kit::testing::{
     Broker, ReadRecord, eventually, log_path, produce, produce_with_headers, read_until, unique,
 };
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{
-    TestApp, binary, exported_spans, free_port, json_answer, otlp_receiver, spawn_app_with, start,
-    terminate, trace_parent,
-};
+use crate::helpers::{TestApp, binary, free_port, json_answer, spawn_app_with, start, terminate};
 use crate::traces::{CLIENT_SPAN_ID, TRACE_ID};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -566,24 +564,8 @@ async fn sigterm_while_the_upstream_is_slow_exits_0_within_10_s_and_loses_nothin
     })
     .await;
     assert!(busy, "no record reached the upstream");
-    let signalled = std::time::Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &process.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exited = eventually(Duration::from_secs(15), || {
-        let done = process.child.try_wait().unwrap().is_some();
-        async move { done }
-    })
-    .await;
-    assert!(exited, "still running after SIGTERM");
-    assert!(
-        signalled.elapsed() < Duration::from_secs(10),
-        "took {:?} to exit",
-        signalled.elapsed()
-    );
-    assert!(process.child.wait().unwrap().success(), "exit status not 0");
+    // Exit 0 within 10 s of the signal.
+    terminate(&mut process).await;
 
     // Nothing abandoned was marked done: the next process answers every record.
     let fast = MockServer::start().await;
@@ -612,7 +594,7 @@ async fn a_respond_async_requests_trace_continues_through_the_input_topic_to_the
         .respond_with(Echo::default())
         .mount(&upstream)
         .await;
-    let receiver = otlp_receiver().await;
+    let receiver = Receiver::start().await;
     let port = free_port();
     let mut command = topics.binary(&broker, &upstream, port);
     command.env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.uri());
@@ -650,7 +632,7 @@ async fn a_respond_async_requests_trace_continues_through_the_input_topic_to_the
     );
 
     terminate(&mut process).await;
-    let spans = exported_spans(&receiver).await;
+    let spans = receiver.spans().await;
     let record = spans
         .iter()
         .find(|span| span.span_id == answer_parent)

@@ -6,12 +6,13 @@
 use std::process::Stdio;
 
 use serde_json::json;
+use service_kit::testing::otlp::{Receiver, trace_parent};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request};
 
 use crate::helpers::{
-    Process, binary, exported_spans, free_port, json_answer, line_containing, otlp_receiver,
-    readme_example, start, stdout_lines, terminate, trace_parent,
+    Process, binary, free_port, json_answer, line_containing, readme_example, start, stdout_lines,
+    terminate,
 };
 
 pub const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -45,7 +46,7 @@ async fn scoring_upstream() -> MockServer {
 #[tokio::test]
 async fn a_clients_trace_reaches_the_upstream_the_otlp_receiver_and_the_logs_with_its_trace_id() {
     let upstream = scoring_upstream().await;
-    let receiver = otlp_receiver().await;
+    let receiver = Receiver::start().await;
     let port = free_port();
     let mut command = binary(port);
     command
@@ -75,7 +76,7 @@ async fn a_clients_trace_reaches_the_upstream_the_otlp_receiver_and_the_logs_wit
     assert_eq!(span_id.len(), 16, "the log line names its span: {logged}");
 
     terminate(&mut process).await;
-    let spans = exported_spans(&receiver).await;
+    let spans = receiver.spans().await;
     let server = spans
         .iter()
         .find(|span| span.trace_id == TRACE_ID && span.parent_span_id == CLIENT_SPAN_ID)

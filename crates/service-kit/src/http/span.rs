@@ -24,11 +24,7 @@ impl RootSpanBuilder for RequestSpan {
         let route = request.match_pattern();
         let route = route.as_deref().unwrap_or("default");
         let connection = request.connection_info();
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let request_id = request.extensions().get::<RequestId>().copied();
         tracing::info_span!(
             "HTTP request",
             http.method = method,
@@ -45,7 +41,7 @@ impl RootSpanBuilder for RequestSpan {
             http.target = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or(""),
             http.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
-            request_id = %request_id,
+            request_id = request_id.map(tracing::field::display),
             exception.message = tracing::field::Empty,
             exception.details = tracing::field::Empty,
         )

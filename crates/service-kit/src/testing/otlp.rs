@@ -1,9 +1,44 @@
-//! The spans a process exported over OTLP/HTTP (protobuf), read back from the
-//! bodies of the `POST /v1/traces` requests a test's receiver took.
+//! An OTLP/HTTP receiver for a test ([`Receiver`]) and the spans a process
+//! exported to it (protobuf), read back; `traceparent` values taken apart.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// Takes every `POST /v1/traces`: point `OTEL_EXPORTER_OTLP_ENDPOINT` at
+/// [`Receiver::uri`], read what arrived with [`Receiver::spans`].
+pub struct Receiver(MockServer);
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/traces"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        Self(server)
+    }
+
+    pub fn uri(&self) -> String {
+        self.0.uri()
+    }
+
+    /// Every span exported to it so far.
+    pub async fn spans(&self) -> Vec<ExportedSpan> {
+        let requests = self.0.received_requests().await.unwrap_or_default();
+        spans(requests.iter().map(|request| request.body.as_slice()))
+    }
+}
+
+/// The (trace id, parent id) of a W3C `traceparent` value.
+pub fn trace_parent(value: &str) -> (String, String) {
+    let parts: Vec<&str> = value.split('-').collect();
+    assert_eq!(parts.len(), 4, "not a traceparent: {value}");
+    (parts[1].to_owned(), parts[2].to_owned())
+}
 
 /// One exported span, its ids in lowercase hex (as in `traceparent`).
 #[derive(Debug, Clone)]
@@ -20,7 +55,7 @@ pub struct ExportedSpan {
 }
 
 /// Every span in `bodies`; panics on a body that is not an OTLP export request.
-pub fn spans<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Vec<ExportedSpan> {
+fn spans<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Vec<ExportedSpan> {
     let mut spans = Vec::new();
     for body in bodies {
         let request = ExportTraceServiceRequest::decode(body).expect("an OTLP trace export");

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use service_kit::testing::otlp::{Receiver, trace_parent};
 use user_store::testing::{TcpProxy, eventually, postgres_address};
 use uuid::Uuid;
 
@@ -571,11 +572,7 @@ async fn metrics_show_the_database_pool_and_the_process_under_the_consumer_prefi
 #[tokio::test]
 async fn a_records_trace_is_continued_by_the_consumers_spans_exported_over_otlp() {
     let setup = Setup::new(1).await;
-    let receiver = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::path("/v1/traces"))
-        .respond_with(wiremock::ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = Receiver::start().await;
     let mut consumer = setup.consumer_env(
         &setup.db.url,
         &setup.group,
@@ -602,12 +599,8 @@ async fn a_records_trace_is_continued_by_the_consumers_spans_exported_over_otlp(
     consumer.terminate();
     let status = consumer.exit_within(Duration::from_secs(10)).await;
     assert!(status.is_some_and(|status| status.success()), "{status:?}");
-    let requests = receiver.received_requests().await.unwrap_or_default();
-    let spans = service_kit::testing::otlp::spans(requests.iter().map(|r| r.body.as_slice()));
-    let (_, trace_id, parent_id, _) = {
-        let parts: Vec<&str> = TRACEPARENT.split('-').collect();
-        (parts[0], parts[1], parts[2], parts[3])
-    };
+    let spans = receiver.spans().await;
+    let (trace_id, parent_id) = trace_parent(TRACEPARENT);
     let applied = spans
         .iter()
         .find(|span| span.trace_id == trace_id && span.parent_span_id == parent_id)

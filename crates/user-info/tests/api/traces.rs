@@ -5,8 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wiremock::matchers::path;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use service_kit::testing::otlp::Receiver;
 
 use crate::helpers::{Server, TestDatabase, eventually, free_port};
 
@@ -15,11 +14,7 @@ const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
 
 #[tokio::test]
 async fn a_clients_trace_is_continued_by_the_request_span_exported_over_otlp() {
-    let receiver = MockServer::start().await;
-    Mock::given(path("/v1/traces"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = Receiver::start().await;
     let db = TestDatabase::create();
     let port = free_port();
     let (mut server, base) = Server::start_ready(
@@ -62,8 +57,7 @@ async fn a_clients_trace_is_continued_by_the_request_span_exported_over_otlp() {
         signalled.elapsed()
     );
 
-    let requests = receiver.received_requests().await.unwrap_or_default();
-    let spans = service_kit::testing::otlp::spans(requests.iter().map(|r| r.body.as_slice()));
+    let spans = receiver.spans().await;
     let request = spans
         .iter()
         .find(|span| span.trace_id == TRACE_ID && span.parent_span_id == CLIENT_SPAN_ID)
