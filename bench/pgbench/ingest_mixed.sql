@@ -32,7 +32,7 @@ FROM unnest(ARRAY(SELECT gen_random_uuid() FROM generate_series(1, :batch / 2)
             ARRAY(SELECT NULL::text FROM generate_series(1, :batch * 9 / 10)))
      AS c(user_id, first_name, last_name, email, phone_number)
 ON CONFLICT (user_id) DO NOTHING
-RETURNING *;
+RETURNING user_id;
 UPDATE user_info AS u SET
     first_name = COALESCE(c.first_name, u.first_name),
     last_name = COALESCE(c.last_name, u.last_name),
@@ -48,5 +48,5 @@ FROM unnest(ARRAY(SELECT ('00000000-0000-4000-8000-' || lpad(((g * 104729 + :see
             ARRAY(SELECT NULL::text FROM generate_series(1, :batch * 2 / 5)))
      AS c(user_id, first_name, last_name, email, phone_number)
 WHERE u.user_id = c.user_id
-RETURNING u.*;
+RETURNING u.user_id;
 COMMIT;

@@ -24,5 +24,5 @@ FROM unnest(ARRAY(SELECT gen_random_uuid() FROM generate_series(1, :batch)),
             ARRAY(SELECT '+1 555 0100' FROM generate_series(1, :batch)))
      AS c(user_id, first_name, last_name, email, phone_number)
 ON CONFLICT (user_id) DO NOTHING
-RETURNING *;
+RETURNING user_id;
 COMMIT;

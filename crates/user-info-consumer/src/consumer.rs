@@ -32,6 +32,7 @@
 //! too, so the process exits within 10 s whatever the database and the broker do.
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -432,6 +433,7 @@ impl UserConsumer {
             let result = tokio::select! {
                 result = attempt => result,
                 () = grace_over(stop.clone()) => break Outcome::Stopping,
+                never = self.read_ahead(intake) => match never {},
             };
             match result {
                 Ok(()) => break Outcome::Done,
@@ -487,7 +489,7 @@ impl UserConsumer {
             self.resume();
         }
         match outcome {
-            Outcome::Done => self.stored(&batch, intake, started),
+            Outcome::Done => self.stored(&batch, intake, generation, started),
             Outcome::Dropped => {
                 tracing::info!("the batch in hand is left to the partitions' owner")
             }
@@ -500,18 +502,43 @@ impl UserConsumer {
         outcome
     }
 
-    /// After the batch's transaction committed: positions move, Kafka's
-    /// offsets follow, partitions whose records were discarded are sought back.
-    fn stored(&self, batch: &Batch, intake: &mut Intake, started: Instant) {
+    /// While the batch in hand is applied: receives and decodes the records
+    /// of the next one (up to a batch), so that it is ready the moment this one
+    /// is stored - the database and the decoding work at the same time. They
+    /// are only taken in: nothing is applied before the batch in hand is
+    /// stored, and a rebalance, a fence or a discarding pause drops them with
+    /// everything else in hand. Yields after each record, so the transaction's
+    /// next statement never waits behind the decoding.
+    async fn read_ahead(&self, intake: &mut Intake) -> Infallible {
+        while intake.buffer.len() < self.batch_size {
+            match self.consumer.recv().await {
+                Ok(message) => self.take_in(intake, &message),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot receive from Kafka while a batch is applied");
+                    break;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        std::future::pending().await
+    }
+
+    /// After the batch's transaction committed: positions move (unless a
+    /// rebalance since `generation` dropped them: the next batch reads them
+    /// from PostgreSQL), Kafka's offsets follow, partitions whose records were
+    /// discarded are sought back.
+    fn stored(&self, batch: &Batch, intake: &mut Intake, generation: u64, started: Instant) {
         self.status.set_database_failing(false);
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), range) in &batch.partitions {
             let key = (topic.clone(), *partition);
-            let position = intake.positions.entry(key.clone()).or_insert(Position {
-                stored: None,
-                contiguous: true,
-            });
-            position.stored = Some(range.next);
+            if intake.generation == generation {
+                let position = intake.positions.entry(key.clone()).or_insert(Position {
+                    stored: None,
+                    contiguous: true,
+                });
+                position.stored = Some(range.next);
+            }
             if intake.discarding.remove(&key) {
                 self.seek(topic, *partition, range.next, intake);
             }
@@ -559,6 +586,11 @@ impl UserConsumer {
                             .insert((element.topic().to_owned(), element.partition()));
                     }
                 }
+                // Read ahead, they would come again after the seek back.
+                let discarding = &intake.discarding;
+                intake
+                    .buffer
+                    .retain(|record| !discarding.contains(&record.partition_key()));
                 false
             }
         }

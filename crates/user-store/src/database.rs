@@ -20,7 +20,7 @@ use crate::conditions::{self, Outcome, Preconditions};
 use crate::connect::{Connector, UrlError};
 use crate::idempotency::{self, Keyed, StoredAnswer};
 use crate::isolate::{self, Refusal, UserRecords};
-use crate::merge::{Expect, merge_if, merge_many};
+use crate::merge::{Expect, WrittenId, merge_if, merge_many};
 use crate::offsets::{self, OffsetAdvance};
 use crate::read::Reader;
 use crate::schema::{User, user_info};
@@ -156,7 +156,11 @@ impl Database {
     pub async fn merge(&self, id: Uuid, fields: &UserFields) -> Result<(User, bool), StoreError> {
         let mut conn = self.checkout().await?;
         let result = self
-            .bounded(merge_many(&mut conn, &[(id, fields)], Expect::Existing))
+            .bounded(merge_many::<User>(
+                &mut conn,
+                &[(id, fields)],
+                Expect::Existing,
+            ))
             .await;
         settle(conn, result)?.pop().ok_or(StoreError::Contention)
     }
@@ -263,7 +267,7 @@ impl Database {
                     .await?;
             }
             if !merged.is_empty() {
-                merge_many(conn, &merged, Expect::New).await?;
+                merge_many::<WrittenId>(conn, &merged, Expect::New).await?;
             }
             Ok(())
         });

@@ -7,8 +7,9 @@
 
 use std::collections::HashSet;
 
-use diesel::QueryResult;
+use diesel::pg::Pg;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use diesel::{QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::UserFields;
 use uuid::Uuid;
@@ -67,7 +68,7 @@ pub(crate) async fn merge_if(
                 return Ok(Outcome::Done((user, false)));
             }
         } else if may_create && preconditions.if_match.is_none() {
-            let created = run_merge_statement(conn, INSERT_SQL, &[(id, fields)]).await?;
+            let created: Vec<User> = run_merge_statement(conn, INSERT_SQL, &[(id, fields)]).await?;
             if let Some(user) = created.into_iter().next() {
                 return Ok(Outcome::Done((user, true)));
             }
@@ -98,12 +99,43 @@ pub(crate) async fn stored_version(
         .optional()
 }
 
+/// What a merge statement hands back of each row it wrote: the [`User`] (to
+/// answer an HTTP request with), or its [`WrittenId`] only (a batch from Kafka
+/// answers no one: the ids are all it needs, and PostgreSQL then neither builds
+/// nor sends the rows).
+pub(crate) trait Written: QueryableByName<Pg> + Send + 'static {
+    /// The columns after `RETURNING`, the table's alias before them.
+    const COLUMNS: &'static str;
+    fn user_id(&self) -> Uuid;
+}
+
+impl Written for User {
+    const COLUMNS: &'static str = "*";
+    fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
+/// The id of a row a merge wrote.
+#[derive(QueryableByName)]
+pub(crate) struct WrittenId {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    user_id: Uuid,
+}
+
+impl Written for WrittenId {
+    const COLUMNS: &'static str = "user_id";
+    fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
 /// The merge itself; `changes` must name each user at most once.
-pub(crate) async fn merge_many(
+pub(crate) async fn merge_many<W: Written>(
     conn: &mut AsyncPgConnection,
     changes: &[(Uuid, &UserFields)],
     expect: Expect,
-) -> Result<Vec<(User, bool)>, StoreError> {
+) -> Result<Vec<(W, bool)>, StoreError> {
     let order = match expect {
         Expect::Existing => [(UPDATE_SQL, false), (INSERT_SQL, true)],
         Expect::New => [(INSERT_SQL, true), (UPDATE_SQL, false)],
@@ -118,8 +150,8 @@ pub(crate) async fn merge_many(
             if pending.is_empty() {
                 break;
             }
-            let written = run_merge_statement(conn, statement, &pending).await?;
-            let ids: HashSet<Uuid> = written.iter().map(|user| user.user_id).collect();
+            let written: Vec<W> = run_merge_statement(conn, statement, &pending).await?;
+            let ids: HashSet<Uuid> = written.iter().map(Written::user_id).collect();
             pending.retain(|(id, _)| !ids.contains(id));
             done.extend(written.into_iter().map(|user| (user, created)));
         }
@@ -147,38 +179,38 @@ macro_rules! update_head {
     };
 }
 
-/// The two merge statements, around the changes (`unnest(...)` or `(VALUES (...))`).
+/// The two merge statements, around the changes (`unnest(...)` or `(VALUES
+/// (...))`), each followed by `RETURNING u.` and [`Written::COLUMNS`].
 pub(crate) const UPDATE_SQL: (&str, &str) = (
     update_head!(),
     " AS c(user_id, first_name, last_name, email, phone_number) \
-     WHERE u.user_id = c.user_id \
-     RETURNING u.*",
+     WHERE u.user_id = c.user_id",
 );
 
 pub(crate) const INSERT_SQL: (&str, &str) = (
-    "INSERT INTO user_info (user_id, first_name, last_name, email, phone_number) \
+    "INSERT INTO user_info AS u (user_id, first_name, last_name, email, phone_number) \
      SELECT c.user_id, COALESCE(c.first_name, ''), COALESCE(c.last_name, ''), \
             COALESCE(c.email, ''), COALESCE(c.phone_number, '') \
      FROM ",
     " AS c(user_id, first_name, last_name, email, phone_number) \
-     ON CONFLICT (user_id) DO NOTHING \
-     RETURNING *",
+     ON CONFLICT (user_id) DO NOTHING",
 );
 
 /// Runs one of the merge statements with the changes bound as parallel arrays
 /// (`NULL` = field absent from the change). Unlike `sql_query`, this statement
 /// is prepared once per connection and reused.
-async fn run_merge_statement(
+async fn run_merge_statement<W: Written>(
     conn: &mut AsyncPgConnection,
     (head, tail): (&'static str, &'static str),
     changes: &[(Uuid, &UserFields)],
-) -> QueryResult<Vec<User>> {
+) -> QueryResult<Vec<W>> {
     let column = |pick: fn(&UserFields) -> Option<&str>| -> Vec<Option<&str>> {
         changes.iter().map(|(_, fields)| pick(fields)).collect()
     };
     MergeStatement {
         head,
         tail,
+        returning: W::COLUMNS,
         ids: changes.iter().map(|(id, _)| *id).collect(),
         first_names: column(|f| f.first_name.as_ref().map(|v| v.as_str())),
         last_names: column(|f| f.last_name.as_ref().map(|v| v.as_str())),
@@ -194,6 +226,7 @@ async fn run_merge_statement(
 struct MergeStatement<'a> {
     head: &'static str,
     tail: &'static str,
+    returning: &'static str,
     ids: Vec<Uuid>,
     first_names: Vec<Option<&'a str>>,
     last_names: Vec<Option<&'a str>>,
@@ -239,6 +272,8 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for MergeStatement<'_>
             out.push_sql(")");
         }
         out.push_sql(self.tail);
+        out.push_sql(" RETURNING u.");
+        out.push_sql(self.returning);
         Ok(())
     }
 }

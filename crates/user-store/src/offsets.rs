@@ -32,16 +32,6 @@ pub struct OffsetAdvance {
 /// that is elsewhere (or exists while `expected` is NULL) is left alone - and
 /// then fewer rows than partitions are written: the batch is fenced. One
 /// statement for all the batch's partitions: one round trip, not one each.
-const ADVANCE_SQL: &str = "INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset) \
-     SELECT $1, a.topic, a.partition, a.next FROM unnest($2, $3, $4) AS a(topic, partition, next) \
-     ON CONFLICT (group_id, topic, partition) DO UPDATE \
-     SET next_offset = EXCLUDED.next_offset, updated_at = now() \
-     WHERE o.next_offset IS NOT DISTINCT FROM ( \
-         SELECT e.expected FROM unnest($2, $3, $5) AS e(topic, partition, expected) \
-         WHERE e.topic = o.topic AND e.partition = o.partition)";
-
-/// Advances every partition of a batch, inside the caller's transaction;
-/// [`StoreError::Fenced`] (and the caller rolls back) when any has moved.
 pub(crate) async fn advance(
     conn: &mut AsyncPgConnection,
     group: &str,
@@ -54,14 +44,15 @@ pub(crate) async fn advance(
     let partitions: Vec<i32> = advances.iter().map(|a| a.partition).collect();
     let nexts: Vec<i64> = advances.iter().map(|a| a.next).collect();
     let expected: Vec<Option<i64>> = advances.iter().map(|a| a.expected).collect();
-    let moved = diesel::sql_query(ADVANCE_SQL)
-        .bind::<Text, _>(group)
-        .bind::<Array<Text>, _>(&topics)
-        .bind::<Array<Integer>, _>(&partitions)
-        .bind::<Array<BigInt>, _>(&nexts)
-        .bind::<Array<Nullable<BigInt>>, _>(&expected)
-        .execute(conn)
-        .await?;
+    let moved = Advance {
+        group,
+        topics: &topics,
+        partitions: &partitions,
+        nexts: &nexts,
+        expected: &expected,
+    }
+    .execute(conn)
+    .await?;
     if moved < advances.len() {
         let partitions = advances
             .iter()
@@ -87,4 +78,59 @@ pub(crate) async fn stored(
         .load(conn)
         .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// Moves each partition's offset to its `next` only from its `expected`: one
+/// statement, which diesel prepares once per connection and reuses for every
+/// batch (a `sql_query` it would parse and plan anew each time).
+struct Advance<'a> {
+    group: &'a str,
+    topics: &'a [&'a str],
+    partitions: &'a [i32],
+    nexts: &'a [i64],
+    expected: &'a [Option<i64>],
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for Advance<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset) SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&self.group)?;
+        out.push_sql(", a.topic, a.partition, a.next FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(&self.topics)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(&self.partitions)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.nexts)?;
+        out.push_sql(
+            ") AS a(topic, partition, next) \
+             ON CONFLICT (group_id, topic, partition) DO UPDATE \
+             SET next_offset = EXCLUDED.next_offset, updated_at = now() \
+             WHERE o.next_offset IS NOT DISTINCT FROM (SELECT e.expected FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.topics)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(&self.partitions)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.expected)?;
+        out.push_sql(
+            ") AS e(topic, partition, expected) \
+             WHERE e.topic = o.topic AND e.partition = o.partition)",
+        );
+        Ok(())
+    }
+}
+
+/// No static id: diesel caches the prepared statement by its SQL text instead.
+impl diesel::query_builder::QueryId for Advance<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for Advance<'_> {
+    type SqlType = diesel::sql_types::Untyped;
 }
