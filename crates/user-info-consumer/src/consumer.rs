@@ -18,9 +18,12 @@
 //!
 //! Records are applied in batches (`CONSUMER_BATCH_SIZE` records or
 //! `CONSUMER_BATCH_MAX_WAIT_MS`), folded once per user in offset order so the
-//! result equals one-by-one application. Dead letters are written (and
-//! acknowledged) before the batch's transaction, so an offset never passes a
-//! record that is neither applied nor dead-lettered. While the database or the
+//! result equals one-by-one application. While a batch's transaction runs, the
+//! next batch's records are received and decoded (read ahead), so the database
+//! and the decoding work at once; they are applied only after it is stored.
+//! Dead letters are written (and acknowledged) before the batch's transaction,
+//! so an offset never passes a record that is neither applied nor
+//! dead-lettered. While the database or the
 //! dead-letter topic is unavailable, the assigned partitions are paused (the
 //! consumer keeps polling, so it stays in its group) and the batch is retried
 //! with capped exponential backoff. Any rebalance drops everything in hand:
