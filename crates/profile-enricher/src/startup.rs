@@ -89,7 +89,7 @@ impl Application {
                 .wrap(from_fn(record_request))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.http.clone())
-                .app_data(state.client.clone())
+                .app_data(web::Data::new(state.client.for_worker()))
                 .app_data(state.metrics.clone())
                 .app_data(state.http_metrics.clone())
                 .app_data(state.docs.clone())

@@ -51,8 +51,8 @@
 //!
 //! The loop lives here rather than in `reqwest_retry::RetryTransientMiddleware`,
 //! because that middleware would hold the slot while sleeping and ignores
-//! `Retry-After`. The one [`ClientWithMiddleware`] (shared by every source) still
-//! carries the per-attempt telemetry.
+//! `Retry-After`. The [`ClientWithMiddleware`] (one per HTTP worker thread,
+//! shared by every source) still carries the per-attempt telemetry.
 
 mod attempt;
 pub mod breaker;
@@ -212,12 +212,46 @@ pub struct Enrichment {
     pub sources: Option<SourceStatuses>,
 }
 
+/// The sources and the HTTP client that calls them. The sources - their slots,
+/// breakers, budgets, coalescing and caches - are the process's; the HTTP client
+/// (its connection pool) is made once per HTTP worker thread by
+/// [`EnrichmentClient::for_worker`], so that a request's upstream connection is
+/// driven by the thread serving the request: no wake-ups across threads.
 pub struct EnrichmentClient {
     /// `EXTERNAL_API_URL` (or our own `/dummy-enrich`): every source's default.
     url: Url,
     sources: Vec<Arc<Source>>,
     deadline: Duration,
     metrics: Metrics,
+    http: ClientWithMiddleware,
+    transport: Transport,
+}
+
+/// How the HTTP client to the sources is built.
+#[derive(Clone)]
+struct Transport {
+    connect_timeout: Duration,
+    idle_per_host: usize,
+}
+
+impl Transport {
+    fn build(&self, metrics: &Metrics) -> reqwest::Result<ClientWithMiddleware> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.connect_timeout)
+            .pool_max_idle_per_host(self.idle_per_host)
+            .user_agent(concat!("profile-enricher/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let mut http = ClientBuilder::new(client).with(AttemptTelemetry {
+            metrics: metrics.clone(),
+        });
+        if service_kit::telemetry::tracing_enabled() {
+            // A client span per attempt, its trace context in the request's
+            // `traceparent`/`tracestate` (off: no span, no header).
+            http = http.with(reqwest_tracing::TracingMiddleware::default());
+        }
+        Ok(http.build())
+    }
 }
 
 impl EnrichmentClient {
@@ -277,31 +311,40 @@ impl EnrichmentClient {
             .map(|plan| plan.max_concurrency)
             .max()
             .unwrap_or(settings.max_concurrency);
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(connect_timeout)
-            .pool_max_idle_per_host(idle_per_host)
-            .user_agent(concat!("profile-enricher/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let mut http = ClientBuilder::new(client).with(AttemptTelemetry {
-            metrics: metrics.clone(),
-        });
-        if service_kit::telemetry::tracing_enabled() {
-            // A client span per attempt, its trace context in the request's
-            // `traceparent`/`tracestate` (off: no span, no header).
-            http = http.with(reqwest_tracing::TracingMiddleware::default());
-        }
-        let http: ClientWithMiddleware = http.build();
+        let transport = Transport {
+            connect_timeout,
+            idle_per_host,
+        };
+        let http = transport.build(&metrics)?;
         let sources = plans
             .into_iter()
-            .map(|plan| Arc::new(Source::new(plan, http.clone(), metrics.clone())))
+            .map(|plan| Arc::new(Source::new(plan, metrics.clone())))
             .collect();
         Ok(Self {
             url,
             sources,
             deadline: settings.deadline,
             metrics,
+            http,
+            transport,
         })
+    }
+
+    /// The same sources through an HTTP client of its own, for one worker
+    /// thread (this one's client if a new one cannot be built).
+    pub fn for_worker(&self) -> Self {
+        let http = self.transport.build(&self.metrics).unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot build a worker's upstream client: sharing the process's");
+            self.http.clone()
+        });
+        Self {
+            url: self.url.clone(),
+            sources: self.sources.clone(),
+            deadline: self.deadline,
+            metrics: self.metrics.clone(),
+            http,
+            transport: self.transport.clone(),
+        }
     }
 
     /// `EXTERNAL_API_URL`, or our own `/dummy-enrich`.
@@ -327,7 +370,7 @@ impl EnrichmentClient {
         let calls = self
             .sources
             .iter()
-            .map(|source| source.enrich(&body, deadline));
+            .map(|source| source.enrich(&self.http, &body, deadline));
         let outcomes = futures::future::join_all(calls).await;
         let enrichment = self.combine(outcomes)?;
         match &enrichment.sources {

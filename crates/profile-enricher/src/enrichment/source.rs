@@ -55,7 +55,6 @@ enum SlotError {
 pub(super) struct Source {
     pub name: String,
     pub required: bool,
-    http: ClientWithMiddleware,
     url: Url,
     token: Option<String>,
     attempt_timeout: Duration,
@@ -72,7 +71,7 @@ pub(super) struct Source {
 }
 
 impl Source {
-    pub(super) fn new(plan: SourcePlan, http: ClientWithMiddleware, metrics: Metrics) -> Self {
+    pub(super) fn new(plan: SourcePlan, metrics: Metrics) -> Self {
         let backoff = ExponentialBackoff::builder()
             .retry_bounds(plan.backoff_base, plan.backoff_base.max(MAX_BACKOFF))
             .jitter(Jitter::Bounded)
@@ -112,7 +111,6 @@ impl Source {
         Self {
             name: plan.name,
             required: plan.required,
-            http,
             url: plan.url,
             token: plan.token,
             attempt_timeout: plan.attempt_timeout,
@@ -136,8 +134,14 @@ impl Source {
 
     /// This source's answer to `body`: from the cache when it is on and holds one,
     /// else from the call in flight for the same body, else from a new call. Each
-    /// caller waits at most until its own `deadline`.
-    pub(super) async fn enrich(self: &Arc<Self>, body: &[u8], deadline: Instant) -> Outcome {
+    /// caller waits at most until its own `deadline`. A new call goes out over
+    /// `http`, the caller's (its worker thread's) client.
+    pub(super) async fn enrich(
+        self: &Arc<Self>,
+        http: &ClientWithMiddleware,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Outcome {
         if let Some(cache) = &self.cache
             && let Some(answer) = cache.get(body).await
         {
@@ -148,9 +152,9 @@ impl Source {
             return Ok(answer);
         }
         let (call, role) = self.in_flight.join_or_start(body, || {
-            let (source, body) = (Arc::clone(self), Arc::<[u8]>::from(body));
+            let (source, http, body) = (Arc::clone(self), http.clone(), Arc::<[u8]>::from(body));
             async move {
-                let outcome = source.call(&body, deadline).await;
+                let outcome = source.call(&http, &body, deadline).await;
                 // Cached before the call leaves the in-flight map, so that no
                 // caller in between misses both.
                 if let (Some(cache), Ok(answer)) = (&source.cache, &outcome) {
@@ -181,11 +185,12 @@ impl Source {
         fields(source = %self.name, attempts = tracing::field::Empty))]
     pub(super) async fn call(
         &self,
+        http: &ClientWithMiddleware,
         body: &[u8],
         deadline: Instant,
     ) -> Result<Arc<RawValue>, EnrichmentError> {
         let target = Target {
-            http: &self.http,
+            http,
             url: &self.url,
             token: self.token.as_deref(),
             attempt_timeout: self.attempt_timeout,
