@@ -154,13 +154,9 @@ impl Database {
     /// Merges one change into the stored user, creating it when absent. Returns
     /// the stored user and whether it was created.
     pub async fn merge(&self, id: Uuid, fields: &UserFields) -> Result<(User, bool), StoreError> {
-        let mut conn = self.checkout().await?;
+        let conn = self.checkout().await?;
         let result = self
-            .bounded(merge_many::<User>(
-                &mut conn,
-                &[(id, fields)],
-                Expect::Existing,
-            ))
+            .bounded(merge_many::<User>(&conn, &[(id, fields)], Expect::Existing))
             .await;
         settle(conn, result)?.pop().ok_or(StoreError::Contention)
     }
@@ -258,17 +254,30 @@ impl Database {
             .collect();
         let mut conn = self.checkout().await?;
         let transaction = conn.transaction::<_, StoreError, _>(async |conn| {
-            // First: a fenced batch fails before it has written anything, and
-            // the offset row's lock orders members racing for one partition.
-            offsets::advance(conn, group, advances).await?;
-            if !removed.is_empty() {
+            // Sent together (pipelined: one round trip, not three), and run
+            // by PostgreSQL in this order. The offsets' advance first: its
+            // row locks order members racing for one partition, and a fenced
+            // batch (found from its answer) is rolled back whole.
+            let shared: &AsyncPgConnection = conn;
+            let advance = offsets::advance(shared, group, advances);
+            let delete = async {
+                if removed.is_empty() {
+                    return Ok(0);
+                }
                 diesel::delete(user_info::table.filter(user_info::user_id.eq_any(&removed)))
-                    .execute(conn)
-                    .await?;
-            }
-            if !merged.is_empty() {
-                merge_many::<WrittenId>(conn, &merged, Expect::New).await?;
-            }
+                    .execute(&mut { shared })
+                    .await
+            };
+            let merge = async {
+                if merged.is_empty() {
+                    return Ok(Vec::new());
+                }
+                merge_many::<WrittenId>(shared, &merged, Expect::New).await
+            };
+            let (advanced, deleted, merged) = tokio::join!(advance, delete, merge);
+            advanced?;
+            deleted?;
+            merged?;
             Ok(())
         });
         let result = self.bounded(transaction).await;

@@ -130,9 +130,11 @@ impl Written for WrittenId {
     }
 }
 
-/// The merge itself; `changes` must name each user at most once.
+/// The merge itself; `changes` must name each user at most once. On a shared
+/// connection reference, so that its first statement can be pipelined behind
+/// others of the same transaction.
 pub(crate) async fn merge_many<W: Written>(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     changes: &[(Uuid, &UserFields)],
     expect: Expect,
 ) -> Result<Vec<(W, bool)>, StoreError> {
@@ -200,7 +202,7 @@ pub(crate) const INSERT_SQL: (&str, &str) = (
 /// (`NULL` = field absent from the change). Unlike `sql_query`, this statement
 /// is prepared once per connection and reused.
 async fn run_merge_statement<W: Written>(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     (head, tail): (&'static str, &'static str),
     changes: &[(Uuid, &UserFields)],
 ) -> QueryResult<Vec<W>> {
@@ -217,7 +219,7 @@ async fn run_merge_statement<W: Written>(
         emails: column(|f| f.email.as_ref().map(|v| v.as_str())),
         phone_numbers: column(|f| f.phone_number.as_ref().map(|v| v.as_str())),
     }
-    .load(conn)
+    .load(&mut conn)
     .await
 }
 

@@ -33,7 +33,7 @@ pub struct OffsetAdvance {
 /// then fewer rows than partitions are written: the batch is fenced. One
 /// statement for all the batch's partitions: one round trip, not one each.
 pub(crate) async fn advance(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     group: &str,
     advances: &[OffsetAdvance],
 ) -> Result<(), StoreError> {
@@ -51,7 +51,7 @@ pub(crate) async fn advance(
         nexts: &nexts,
         expected: &expected,
     }
-    .execute(conn)
+    .execute(&mut conn)
     .await?;
     if moved < advances.len() {
         let partitions = advances
