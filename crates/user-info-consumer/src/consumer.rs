@@ -512,14 +512,21 @@ impl UserConsumer {
     /// stored, and a rebalance, a fence or a discarding pause drops them with
     /// everything else in hand. Yields after each record, so the transaction's
     /// next statement never waits behind the decoding.
+    ///
+    /// Reads ahead for at most `CONSUMER_BATCH_MAX_WAIT_MS`, as a batch is
+    /// filled: a member whose transaction hangs then stops polling, and
+    /// `KAFKA_MAX_POLL_INTERVAL_MS` hands its partitions to a member that can
+    /// apply them (the one in hand is fenced).
     async fn read_ahead(&self, intake: &mut Intake) -> Infallible {
+        let deadline = tokio::time::Instant::now() + self.batch_wait;
         while intake.buffer.len() < self.batch_size {
-            match self.consumer.recv().await {
-                Ok(message) => self.take_in(intake, &message),
-                Err(error) => {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => self.take_in(intake, &message),
+                Ok(Err(error)) => {
                     tracing::debug!(%error, "cannot receive from Kafka while a batch is applied");
                     break;
                 }
+                Err(_) => break,
             }
             tokio::task::yield_now().await;
         }

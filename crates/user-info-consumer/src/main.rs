@@ -9,11 +9,7 @@ use user_info_consumer::replay::{self, Options};
 /// This process in its traces (unless `OTEL_SERVICE_NAME` names it).
 const SERVICE: &str = "user-info-consumer";
 
-/// One thread: the consume loop, its database connections and the metrics
-/// endpoint wake each other up on it, not across threads (the decoding yields
-/// between records). Measured: ingest 12 % faster than on a 2-thread runtime
-/// (BENCHMARKS.md). librdkafka has threads of its own.
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let settings = Settings::from_env().context("invalid configuration")?;
     if probe::requested() {

@@ -19,6 +19,22 @@
 //! - [`Database`]: the pool and its operations, each bounded in time;
 //! - [`metrics`]: the pool's gauges.
 
+/// Makes a hand-written statement (a `QueryFragment` with a lifetime) a query
+/// diesel runs as a prepared statement cached by its SQL text - it has no
+/// static query id - with rows read by column name.
+macro_rules! prepared_by_sql_text {
+    ($statement:ident) => {
+        impl diesel::query_builder::QueryId for $statement<'_> {
+            type QueryId = ();
+            const HAS_STATIC_QUERY_ID: bool = false;
+        }
+
+        impl diesel::query_builder::Query for $statement<'_> {
+            type SqlType = diesel::sql_types::Untyped;
+        }
+    };
+}
+
 mod conditions;
 pub mod connect;
 mod database;

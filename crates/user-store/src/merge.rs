@@ -280,15 +280,7 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for MergeStatement<'_>
     }
 }
 
-/// No static id: diesel caches the prepared statement by its SQL text instead.
-impl diesel::query_builder::QueryId for MergeStatement<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl diesel::query_builder::Query for MergeStatement<'_> {
-    type SqlType = diesel::sql_types::Untyped;
-}
+prepared_by_sql_text!(MergeStatement);
 
 /// [`UPDATE_SQL`] for one change, applied only when the stored version is among
 /// `if_match` and not among `if_none_match` (either `None`: no such check).
@@ -325,11 +317,4 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for ConditionalUpdate<
     }
 }
 
-impl diesel::query_builder::QueryId for ConditionalUpdate<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl diesel::query_builder::Query for ConditionalUpdate<'_> {
-    type SqlType = diesel::sql_types::Untyped;
-}
+prepared_by_sql_text!(ConditionalUpdate);

@@ -125,12 +125,4 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for Advance<'_> {
     }
 }
 
-/// No static id: diesel caches the prepared statement by its SQL text instead.
-impl diesel::query_builder::QueryId for Advance<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl diesel::query_builder::Query for Advance<'_> {
-    type SqlType = diesel::sql_types::Untyped;
-}
+prepared_by_sql_text!(Advance);
