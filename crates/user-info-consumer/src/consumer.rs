@@ -203,6 +203,14 @@ impl UserConsumer {
                 }
             }
         }
+        self.take_in_for_a_batch(intake).await;
+    }
+
+    /// Takes records in until the buffer holds a batch, `CONSUMER_BATCH_MAX_WAIT_MS`
+    /// has passed or Kafka fails to deliver. Yields after each record, so that a
+    /// transaction running beside it (read-ahead) sees its answers between
+    /// records. Cancel-safe: what was received is already taken in.
+    async fn take_in_for_a_batch(&self, intake: &mut Intake) {
         let deadline = tokio::time::Instant::now() + self.batch_wait;
         while intake.buffer.len() < self.batch_size {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
@@ -213,6 +221,7 @@ impl UserConsumer {
                 }
                 Err(_) => break,
             }
+            tokio::task::yield_now().await;
         }
     }
 
@@ -510,26 +519,14 @@ impl UserConsumer {
     /// is stored - the database and the decoding work at the same time. They
     /// are only taken in: nothing is applied before the batch in hand is
     /// stored, and a rebalance, a fence or a discarding pause drops them with
-    /// everything else in hand. Yields after each record, so the transaction's
-    /// next statement never waits behind the decoding.
+    /// everything else in hand.
     ///
     /// Reads ahead for at most `CONSUMER_BATCH_MAX_WAIT_MS`, as a batch is
     /// filled: a member whose transaction hangs then stops polling, and
     /// `KAFKA_MAX_POLL_INTERVAL_MS` hands its partitions to a member that can
     /// apply them (the one in hand is fenced).
     async fn read_ahead(&self, intake: &mut Intake) -> Infallible {
-        let deadline = tokio::time::Instant::now() + self.batch_wait;
-        while intake.buffer.len() < self.batch_size {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => self.take_in(intake, &message),
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "cannot receive from Kafka while a batch is applied");
-                    break;
-                }
-                Err(_) => break,
-            }
-            tokio::task::yield_now().await;
-        }
+        self.take_in_for_a_batch(intake).await;
         std::future::pending().await
     }
 
