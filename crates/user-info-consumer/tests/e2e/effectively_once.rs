@@ -191,7 +191,15 @@ async fn a_zombie_s_batch_is_fenced_and_never_overwrites_the_new_owner_s_newer_v
         )],
     )
     .await;
-    assert!(eventually(LANDING, || async { setup.db.find(warm_up).is_some() }).await);
+    // Stored by A, not only committed: a freeze while the warm-up's COMMIT
+    // answer is on its way back would hold that batch instead of v1's.
+    assert!(
+        eventually(LANDING, || async {
+            zombie.counter("consumer_messages_applied_total").await >= 1
+        })
+        .await
+    );
+    assert!(setup.db.find(warm_up).is_some());
 
     let user = Uuid::new_v4();
     let version = |v: u32| {
