@@ -32,6 +32,8 @@ pub struct OffsetAdvance {
 /// that is elsewhere (or exists while `expected` is NULL) is left alone - and
 /// then fewer rows than partitions are written: the batch is fenced. One
 /// statement for all the batch's partitions: one round trip, not one each.
+/// Runs inside the caller's transaction; [`StoreError::Fenced`] (and the caller
+/// rolls back) when any partition has moved.
 pub(crate) async fn advance(
     mut conn: &AsyncPgConnection,
     group: &str,
