@@ -12,8 +12,8 @@
 #   addresses set, no replica count under an HPA, network policies, preStop
 #   pauses, the topic Job, fully qualified images.
 # Overlays are rendered from a copy of deploy/ in which each overlay's
-# secrets.env is its committed secrets.env.example: a real secrets.env is never
-# read, and none needs to exist.
+# secrets.env (and enricher-keys.env) is its committed *.env.example: a real one
+# is never read, and none needs to exist.
 # Needs kubectl (with its kustomize), docker-compose, kubernetes-validate and
 # checkov: scripts/prepare.sh installs them.
 set -euo pipefail
@@ -60,8 +60,8 @@ scanned=(-f Dockerfile)
 
 mkdir "$work/k8s"
 cp -r deploy "$work/k8s/"
-find "$work/k8s/deploy" -name secrets.env -delete
-for example in "$work"/k8s/deploy/overlays/*/secrets.env.example; do
+find "$work/k8s/deploy/overlays" -name '*.env' -delete
+for example in "$work"/k8s/deploy/overlays/*/*.env.example; do
     [ -e "$example" ] && cp "$example" "${example%.example}"
 done
 

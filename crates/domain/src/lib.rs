@@ -13,5 +13,5 @@ pub mod user;
 
 pub use fold::{Change, Folded, fold_changes};
 pub use json::{FieldError, MAX_JSON_DEPTH, ParseError};
-pub use profile::Profile;
+pub use profile::{Field, FieldValue, Profile};
 pub use user::{Email, Name, PhoneNumber, UserChange, UserFields, parse_user_id};

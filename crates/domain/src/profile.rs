@@ -70,6 +70,95 @@ impl Profile {
     }
 }
 
+/// A profile field a source's request may name as a placeholder (`{email}`,
+/// `{address.city}`): the names a client uses, the postal code under either key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    UserId,
+    Username,
+    Email,
+    Age,
+    SignupTs,
+    Street,
+    City,
+    State,
+    PostalCode,
+}
+
+/// One field's value in a normalised profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldValue<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Number(u64),
+}
+
+impl Field {
+    /// Every placeholder name, as a configuration names it.
+    pub const NAMES: [&'static str; 10] = [
+        "userId",
+        "username",
+        "email",
+        "age",
+        "signupTs",
+        "address.street",
+        "address.city",
+        "address.state",
+        "address.zip_code",
+        "address.postalCode",
+    ];
+
+    /// The field a placeholder names; `address.zip_code` and `address.postalCode`
+    /// are the same postal code, whichever key the client sent it under.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "userId" => Field::UserId,
+            "username" => Field::Username,
+            "email" => Field::Email,
+            "age" => Field::Age,
+            "signupTs" => Field::SignupTs,
+            "address.street" => Field::Street,
+            "address.city" => Field::City,
+            "address.state" => Field::State,
+            "address.zip_code" | "address.postalCode" => Field::PostalCode,
+            _ => return None,
+        })
+    }
+}
+
+impl FieldValue<'_> {
+    /// The value as text: numbers in decimal.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            FieldValue::Text(text) => std::borrow::Cow::Borrowed(text),
+            FieldValue::Number(number) => std::borrow::Cow::Owned(number.to_string()),
+        }
+    }
+}
+
+impl Profile {
+    /// The field's normalised value, as the answer's `user` holds it; `None` when
+    /// the profile has none (no age, no address, no state, ...).
+    pub fn field(&self, field: Field) -> Option<FieldValue<'_>> {
+        fn text(text: &str) -> FieldValue<'_> {
+            FieldValue::Text(std::borrow::Cow::Borrowed(text))
+        }
+        let address = self.address.as_ref();
+        Some(match field {
+            Field::UserId => text(&self.user_id),
+            Field::Username => text(&self.username),
+            Field::Email => text(&self.email),
+            Field::Age => FieldValue::Number(u64::from(self.age?)),
+            Field::SignupTs => FieldValue::Text(std::borrow::Cow::Owned(
+                self.signup_ts?.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            )),
+            Field::Street => text(&address?.street),
+            Field::City => text(&address?.city),
+            Field::State => text(address?.state.as_deref()?),
+            Field::PostalCode => text(self.postal_code()?),
+        })
+    }
+}
+
 impl Address {
     pub fn state(&self) -> Option<&str> {
         self.state.as_deref()
@@ -464,5 +553,35 @@ mod tests {
             fields(&with(&["address", "street"], json!("a\u{0}b"))),
             ["address.street"]
         );
+    }
+
+    #[test]
+    fn placeholders_read_the_normalised_values_and_absent_fields_are_none() {
+        let profile =
+            Profile::from_json(README_EXAMPLE.replace("testuser@", "TestUser@").as_bytes())
+                .unwrap();
+        let value = |name: &str| {
+            let field = Field::from_name(name).unwrap();
+            profile.field(field).map(|value| value.text().into_owned())
+        };
+        assert_eq!(value("email").as_deref(), Some("testuser@example.com"));
+        assert_eq!(profile.field(Field::Age), Some(FieldValue::Number(30)));
+        assert_eq!(value("signupTs").as_deref(), Some("2023-01-01T12:00:00Z"));
+        assert_eq!(value("address.city").as_deref(), Some("Anytown"));
+        assert_eq!(value("address.zip_code"), value("address.postalCode"));
+        assert_eq!(value("address.postalCode").as_deref(), Some("12345"));
+        for name in Field::NAMES {
+            assert!(Field::from_name(name).is_some(), "{name}");
+        }
+        assert_eq!(Field::from_name("password"), None);
+        assert_eq!(Field::from_name("Email"), None);
+
+        let bare = Profile::from_json(&without(&["address"])).unwrap();
+        assert_eq!(bare.field(Field::City), None);
+        assert_eq!(bare.field(Field::PostalCode), None);
+        let young = Profile::from_json(&without(&["age"])).unwrap();
+        assert_eq!(young.field(Field::Age), None);
+        let stateless = Profile::from_json(&with(&["address", "state"], json!(""))).unwrap();
+        assert_eq!(stateless.field(Field::State), None);
     }
 }

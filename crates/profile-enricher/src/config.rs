@@ -1,14 +1,19 @@
-//! Settings, read from the environment under SPEC's variable names, with SPEC's defaults.
+//! Settings, read from the environment (and the `ENRICHER_CONFIG` TOML file
+//! under it) with the documented defaults.
+
+mod sources;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use reqwest::Url;
 use serde::{Deserialize, Deserializer};
 use service_kit::http::ApiTokens;
 use service_kit::kafka::KafkaConnection;
 use service_kit::settings::{self, HttpSettings, Variables, number, seconds};
+
+pub use self::sources::SourceSettings;
 
 /// Bases above this are surely a unit mistake, and would let `BACKOFF_BASE * 2^n`
 /// overflow a `Duration`.
@@ -141,40 +146,6 @@ pub struct UpstreamSettings {
     pub sources: Vec<SourceSettings>,
 }
 
-/// One named source of `ENRICHMENT_SOURCES`. An unset value falls back to the
-/// single-source variable of the same meaning.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceSettings {
-    /// Lower-case letters, digits and `_`, starting with a letter; the key of the
-    /// answer's `sources` and the `<NAME>` of its variables (in upper case).
-    pub name: String,
-    /// `SOURCE_<NAME>_URL`, else `EXTERNAL_API_URL` (else our own `/dummy-enrich`).
-    pub url: Option<Url>,
-    /// `SOURCE_<NAME>_TIMEOUT`, else `EXTERNAL_API_TIMEOUT`.
-    pub attempt_timeout: Option<Duration>,
-    /// `SOURCE_<NAME>_MAX_RETRIES`, else `MAX_RETRIES`.
-    pub max_retries: Option<u32>,
-    /// `SOURCE_<NAME>_MAX_CONCURRENCY`, else `MAX_CONCURRENCY`.
-    pub max_concurrency: Option<usize>,
-    /// `SOURCE_<NAME>_REQUIRED` (default true): whether the source's failure fails
-    /// the request, or only marks it `"failed"` in the answer.
-    pub required: bool,
-}
-
-impl SourceSettings {
-    /// A required source with every value from the single-source variables.
-    pub fn named(name: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            url: None,
-            attempt_timeout: None,
-            max_retries: None,
-            max_concurrency: None,
-            required: true,
-        }
-    }
-}
-
 /// Reads the settings from the process environment.
 pub fn get_configuration() -> anyhow::Result<Settings> {
     read(Variables::Environment)
@@ -185,6 +156,20 @@ pub fn get_configuration() -> anyhow::Result<Settings> {
 pub fn from_variables(variables: HashMap<String, String>) -> anyhow::Result<Settings> {
     read(Variables::Map(variables))
 }
+
+/// Variables that have no default but may be set, in the file as in the
+/// environment.
+const OPTIONAL: [&str; 9] = [
+    "external_api_url",
+    "api_tokens",
+    "enricher_input_topic",
+    "enrichment_sources",
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_ca_location",
+];
 
 fn read(variables: Variables) -> anyhow::Result<Settings> {
     let mut defaults = vec![
@@ -217,10 +202,21 @@ fn read(variables: Variables) -> anyhow::Result<Settings> {
     ];
     defaults.extend(HttpSettings::DEFAULTS);
     defaults.extend(KafkaConnection::DEFAULTS);
-    let source = settings::read(&defaults, variables)?;
+    // The file's values sit between the defaults and the environment.
+    let file = match variables.value("ENRICHER_CONFIG") {
+        Some(path) => Some(sources::File::read(&path, |key| {
+            defaults.iter().any(|(known, _)| *known == key) || OPTIONAL.contains(&key)
+        })?),
+        None => None,
+    };
+    let mut layered: Vec<(&str, &str)> = defaults.clone();
+    if let Some(file) = &file {
+        layered.extend(file.texts());
+    }
+    let source = settings::read(&layered, variables)?;
     let own: Own = source.get()?;
     let mut upstream: UpstreamSettings = source.get()?;
-    upstream.sources = declared_sources(&source)?;
+    upstream.sources = sources::declared(&source, file.as_ref())?;
     let mut kafka: KafkaSettings = source.get()?;
     kafka.connection = source.get()?;
     let settings = Settings {
@@ -235,85 +231,6 @@ fn read(variables: Variables) -> anyhow::Result<Settings> {
     };
     settings.check()?;
     Ok(settings)
-}
-
-/// `ENRICHMENT_SOURCES=geo,risk` and, per name, `SOURCE_GEO_URL`, `..._TIMEOUT`,
-/// `..._MAX_RETRIES`, `..._MAX_CONCURRENCY`, `..._REQUIRED`. Each error names its
-/// variable.
-fn declared_sources(source: &settings::Source) -> anyhow::Result<Vec<SourceSettings>> {
-    let Some(list) = source.text("enrichment_sources") else {
-        return Ok(Vec::new());
-    };
-    let mut sources: Vec<SourceSettings> = Vec::new();
-    for name in list.split(',').map(str::trim) {
-        let name = name.to_ascii_lowercase();
-        ensure!(
-            is_source_name(&name),
-            "ENRICHMENT_SOURCES: `{name}` is not a source name (letters, digits and `_`, \
-             starting with a letter, at most 32)"
-        );
-        ensure!(
-            sources.iter().all(|source| source.name != name),
-            "ENRICHMENT_SOURCES: `{name}` is declared twice"
-        );
-        let variable = |suffix: &str| format!("source_{name}_{suffix}");
-        let value = |suffix: &str| source.text(&variable(suffix));
-        let named = |suffix: &str| variable(suffix).to_ascii_uppercase();
-        let mut source = SourceSettings::named(&name);
-        if let Some(url) = value("url") {
-            source.url = Some(Url::parse(&url).with_context(|| named("url"))?);
-        }
-        if let Some(timeout) = value("timeout") {
-            source.attempt_timeout = Some(
-                settings::parse_seconds(&timeout)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| named("timeout"))?,
-            );
-        }
-        if let Some(retries) = value("max_retries") {
-            source.max_retries = Some(
-                settings::parse_number(&retries)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| named("max_retries"))?,
-            );
-        }
-        if let Some(slots) = value("max_concurrency") {
-            source.max_concurrency = Some(
-                settings::parse_number(&slots)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| named("max_concurrency"))?,
-            );
-        }
-        if let Some(required) = value("required") {
-            source.required = parse_flag(&required).with_context(|| named("required"))?;
-        }
-        sources.push(source);
-    }
-    if let [only] = sources.as_slice() {
-        ensure!(
-            only.required,
-            "SOURCE_{}_REQUIRED=false needs a second source in ENRICHMENT_SOURCES: \
-             the one source is always required",
-            only.name.to_ascii_uppercase()
-        );
-    }
-    Ok(sources)
-}
-
-fn is_source_name(name: &str) -> bool {
-    name.len() <= 32
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-fn parse_flag(text: &str) -> anyhow::Result<bool> {
-    match text.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => anyhow::bail!("`{text}` is not true or false"),
-    }
 }
 
 impl Settings {
@@ -421,7 +338,10 @@ fn optional_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Url
 
 #[cfg(test)]
 mod tests {
+    use reqwest::StatusCode;
+
     use super::*;
+    use crate::enrichment::request::{BodyTemplate, Method, Pointer, UrlTemplate};
 
     fn with(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
         from_variables(
@@ -575,7 +495,11 @@ mod tests {
         let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["geo", "risk_2", "ads"]);
         assert_eq!(
-            sources[0].url.as_ref().map(Url::as_str),
+            sources[0]
+                .url
+                .as_ref()
+                .and_then(UrlTemplate::as_fixed)
+                .map(Url::as_str),
             Some("http://geo.example/enrich")
         );
         assert_eq!(sources[0].attempt_timeout, Some(Duration::from_millis(250)));
@@ -669,5 +593,247 @@ mod tests {
                 .api_tokens
                 .is_enabled()
         );
+    }
+
+    #[test]
+    fn a_source_takes_the_shape_of_a_real_api_from_its_variables() {
+        let settings = with(&[
+            ("ENRICHMENT_SOURCES", "people,risk"),
+            ("SOURCE_PEOPLE_METHOD", "get"),
+            (
+                "SOURCE_PEOPLE_URL",
+                "https://api.example/v5/person?email={email}",
+            ),
+            ("SOURCE_PEOPLE_HEADER_X_API_KEY", " secret-key "),
+            ("SOURCE_PEOPLE_SELECT", "/data"),
+            ("SOURCE_PEOPLE_INTO", "person"),
+            ("SOURCE_PEOPLE_NOT_FOUND", "404, 410"),
+            ("SOURCE_PEOPLE_RATE_LIMIT", "2.5"),
+            (
+                "SOURCE_RISK_BODY",
+                r#"{"email": "{email}", "age": "{age}"}"#,
+            ),
+        ])
+        .unwrap();
+        let [people, risk] = settings.upstream.sources.as_slice() else {
+            panic!("two sources");
+        };
+        assert_eq!(people.method, Method::Get);
+        assert_eq!(
+            people.url,
+            Some(UrlTemplate::parse("https://api.example/v5/person?email={email}").unwrap())
+        );
+        assert_eq!(people.headers["x-api-key"], "secret-key");
+        assert!(people.headers["x-api-key"].is_sensitive());
+        assert!(!format!("{people:?}").contains("secret-key"));
+        assert_eq!(people.answer.select, Some(Pointer::parse("/data").unwrap()));
+        assert_eq!(people.answer.into.as_deref(), Some("person"));
+        assert_eq!(people.not_found, [StatusCode::NOT_FOUND, StatusCode::GONE]);
+        assert_eq!(people.rate_limit, Some(2.5));
+        assert_eq!(risk.method, Method::Post);
+        assert_eq!(risk.not_found, [StatusCode::NOT_FOUND]);
+        assert!(matches!(risk.body, BodyTemplate::Json(_)));
+        assert!(risk.headers.is_empty());
+    }
+
+    fn config_file(text: &str) -> tempfile_path::Path {
+        tempfile_path::Path::with(text)
+    }
+
+    /// A file removed when dropped.
+    mod tempfile_path {
+        pub struct Path(pub std::path::PathBuf);
+
+        impl Path {
+            pub fn with(text: &str) -> Self {
+                use std::sync::atomic::{AtomicUsize, Ordering};
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "enricher-{}-{}.toml",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::write(&path, text).unwrap();
+                Self(path)
+            }
+
+            pub fn as_str(&self) -> &str {
+                self.0.to_str().unwrap()
+            }
+        }
+
+        impl Drop for Path {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    const TWO_SOURCES: &str = r#"
+enrichment_sources = ["people", "risk"]
+external_api_timeout = 3
+max_retries = 1
+[sources.people]
+method = "GET"
+url = "https://api.example.com/v5/person/enrich?email={email}"
+headers = { "X-Api-Key" = "from-the-file" }
+select = "/data"
+into = "person"
+not_found = [404]
+rate_limit = 10
+required = false
+timeout = 2
+[sources.risk]
+url = "https://risk.example.com/score"
+body = { email = "{email}", age = "{age}" }
+"#;
+
+    #[test]
+    fn the_config_file_holds_the_same_settings_and_variables_override_it() {
+        let file = config_file(TWO_SOURCES);
+        let settings = with(&[("ENRICHER_CONFIG", file.as_str())]).unwrap();
+        assert_eq!(settings.upstream.attempt_timeout, Duration::from_secs(3));
+        assert_eq!(settings.upstream.max_retries, 1);
+        let [people, risk] = settings.upstream.sources.as_slice() else {
+            panic!("two sources");
+        };
+        assert_eq!(
+            (people.name.as_str(), risk.name.as_str()),
+            ("people", "risk")
+        );
+        assert_eq!(people.method, Method::Get);
+        assert_eq!(people.headers["x-api-key"], "from-the-file");
+        assert_eq!(people.answer.into.as_deref(), Some("person"));
+        assert_eq!(people.not_found, [StatusCode::NOT_FOUND]);
+        assert_eq!(people.rate_limit, Some(10.0));
+        assert!(!people.required);
+        assert_eq!(people.attempt_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(
+            risk.body,
+            BodyTemplate::parse(r#"{"age": "{age}", "email": "{email}"}"#).unwrap()
+        );
+
+        let overridden = with(&[
+            ("ENRICHER_CONFIG", file.as_str()),
+            ("MAX_RETRIES", "5"),
+            ("SOURCE_PEOPLE_HEADER_X_API_KEY", "from-a-secret"),
+            ("SOURCE_PEOPLE_REQUIRED", "true"),
+        ])
+        .unwrap();
+        assert_eq!(overridden.upstream.max_retries, 5);
+        let people = &overridden.upstream.sources[0];
+        assert_eq!(people.headers["x-api-key"], "from-a-secret");
+        assert_eq!(people.headers.len(), 1);
+        assert!(people.required);
+    }
+
+    #[test]
+    fn nonsense_in_a_source_stops_the_start_naming_the_source_and_the_key_never_a_secret() {
+        let base = [("ENRICHMENT_SOURCES", "people,risk")];
+        for (pair, named) in [
+            (("SOURCE_PEOPLE_METHOD", "DELETE"), "SOURCE_PEOPLE_METHOD"),
+            (
+                ("SOURCE_PEOPLE_URL", "https://api.example/{phone}"),
+                "SOURCE_PEOPLE_URL",
+            ),
+            (
+                ("SOURCE_PEOPLE_URL", "not a url {email}"),
+                "SOURCE_PEOPLE_URL",
+            ),
+            (
+                ("SOURCE_PEOPLE_URL", "https://{email}/x"),
+                "SOURCE_PEOPLE_URL",
+            ),
+            (("SOURCE_PEOPLE_BODY", r#"{"a": "#), "SOURCE_PEOPLE_BODY"),
+            (
+                ("SOURCE_PEOPLE_BODY", r#"{"a": "{nope}"}"#),
+                "SOURCE_PEOPLE_BODY",
+            ),
+            (("SOURCE_PEOPLE_SELECT", "data"), "SOURCE_PEOPLE_SELECT"),
+            (("SOURCE_PEOPLE_SELECT", "/a~9"), "SOURCE_PEOPLE_SELECT"),
+            (
+                ("SOURCE_PEOPLE_NOT_FOUND", "40x"),
+                "SOURCE_PEOPLE_NOT_FOUND",
+            ),
+            (
+                ("SOURCE_PEOPLE_NOT_FOUND", "100"),
+                "SOURCE_PEOPLE_NOT_FOUND",
+            ),
+            (
+                ("SOURCE_PEOPLE_RATE_LIMIT", "0"),
+                "SOURCE_PEOPLE_RATE_LIMIT",
+            ),
+            (
+                ("SOURCE_PEOPLE_RATE_LIMIT", "fast"),
+                "SOURCE_PEOPLE_RATE_LIMIT",
+            ),
+            (
+                (
+                    "SOURCE_PEOPLE_HEADER_X_KEY",
+                    "line
+break-secret",
+                ),
+                "SOURCE_PEOPLE_HEADER_X_KEY",
+            ),
+            (
+                ("SOURCE_PEOPLE_HEADER_HOST", "evil.example"),
+                "SOURCE_PEOPLE_HEADER_HOST",
+            ),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push(pair);
+            let error = format!("{:#}", with(&pairs).unwrap_err());
+            assert!(error.contains(named), "{pair:?}: {error}");
+            assert!(!error.contains("secret"), "{pair:?} shows a value: {error}");
+        }
+        let get_with_body = with(&[
+            ("ENRICHMENT_SOURCES", "people"),
+            ("SOURCE_PEOPLE_METHOD", "GET"),
+            ("SOURCE_PEOPLE_BODY", "{}"),
+        ]);
+        assert!(format!("{:#}", get_with_body.unwrap_err()).contains("SOURCE_PEOPLE_BODY"));
+    }
+
+    #[test]
+    fn nonsense_in_the_config_file_stops_the_start_naming_the_key() {
+        for (text, named) in [
+            (
+                "enrichment_sources = [\"a\"]\n[sources.a]\ncolour = \"red\"\n",
+                "sources.a.colour",
+            ),
+            ("max_retrys = 3\n", "max_retrys"),
+            (
+                "enrichment_sources = [\"a\"]\n[sources.b]\nurl = \"http://b.example\"\n",
+                "sources.b",
+            ),
+            ("[sources.a]\nurl = \"http://a.example\"\n", "sources.a"),
+            (
+                "enrichment_sources = [\"a\"]\n[sources.a]\nmethod = \"PUT\"\n",
+                "sources.a.method",
+            ),
+            (
+                "enrichment_sources = [\"a\"]\n[sources.a]\nurl = \"http://a.example/{x}\"\n",
+                "sources.a.url",
+            ),
+            (
+                "enrichment_sources = [\"a\"]\n[sources.a]\nselect = \"x\"\n",
+                "sources.a.select",
+            ),
+            (
+                "enrichment_sources = [\"a\"]\n[sources.a]\nheaders = { \"Bad Name\" = \"v\" }\n",
+                "sources.a.headers.Bad Name",
+            ),
+            ("external_api_timeout = \"soon\"\n", "external_api_timeout"),
+            ("not toml at all [", "ENRICHER_CONFIG"),
+        ] {
+            let file = config_file(text);
+            let error = format!(
+                "{:#}",
+                with(&[("ENRICHER_CONFIG", file.as_str())]).unwrap_err()
+            );
+            assert!(error.contains(named), "{text}: {error}");
+        }
+        let missing = with(&[("ENRICHER_CONFIG", "/nonexistent/enricher.toml")]).unwrap_err();
+        assert!(format!("{missing:#}").contains("/nonexistent/enricher.toml"));
     }
 }

@@ -73,13 +73,15 @@ impl ResponseError for ApiError {
 
 fn enrichment_status(error: &EnrichmentError) -> StatusCode {
     match error {
-        EnrichmentError::Busy { .. } | EnrichmentError::CircuitOpen { .. } => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        EnrichmentError::Busy { .. }
+        | EnrichmentError::CircuitOpen { .. }
+        | EnrichmentError::RateLimited { .. }
+        | EnrichmentError::Paused { .. } => StatusCode::SERVICE_UNAVAILABLE,
         EnrichmentError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
         EnrichmentError::RetriesExhausted { .. }
         | EnrichmentError::RetryBudgetExhausted { .. }
         | EnrichmentError::Rejected { .. }
+        | EnrichmentError::Unauthorized { .. }
         | EnrichmentError::NotAnObject
         | EnrichmentError::AnswerTooLarge
         | EnrichmentError::Unrecoverable(_) => StatusCode::BAD_GATEWAY,
@@ -97,6 +99,9 @@ fn enrichment_slug(error: &EnrichmentError) -> &'static str {
             "upstream-retries-exhausted"
         }
         EnrichmentError::Rejected { .. } => "upstream-rejected",
+        EnrichmentError::Unauthorized { .. } => "upstream-unauthorized",
+        EnrichmentError::RateLimited { .. } => "upstream-rate-limited",
+        EnrichmentError::Paused { .. } => "upstream-paused",
         EnrichmentError::NotAnObject | EnrichmentError::AnswerTooLarge => "upstream-invalid-answer",
         EnrichmentError::Unrecoverable(_) => "upstream-unreachable",
         EnrichmentError::Encode(_) => "internal-error",

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub circuit_rejected: IntCounterVec,
     pub coalesced: IntCounterVec,
     pub cache_hits: IntCounterVec,
+    /// 401 and 403 answers: the deployment's credentials for a source are wrong.
+    pub source_unauthorized: IntCounterVec,
+    /// Calls refused before their deadline by a source's rate limit or pause.
+    pub source_throttled: IntCounterVec,
     /// The Kafka mode (`ENRICHER_INPUT_TOPIC`).
     pub kafka_records_in: IntCounter,
     pub kafka_records_out: IntCounter,
@@ -70,7 +74,7 @@ impl Metrics {
         let source_calls = registry.register(IntCounterVec::new(
             Opts::new(
                 "enricher_source_calls_total",
-                "Enrichments asked of each source, by how they went (ok, failed, skipped)",
+                "Enrichments asked of each source, by how they went (ok, not_found, failed, skipped)",
             ),
             &["source", "status"],
         )?)?;
@@ -116,6 +120,20 @@ impl Metrics {
             ),
             &["source"],
         )?)?;
+        let source_unauthorized = registry.register(IntCounterVec::new(
+            Opts::new(
+                "enricher_source_unauthorized_total",
+                "401 and 403 answers of a source: the enricher's credentials for it are wrong",
+            ),
+            &["source"],
+        )?)?;
+        let source_throttled = registry.register(IntCounterVec::new(
+            Opts::new(
+                "enricher_source_throttled_total",
+                "Calls refused at once because the source's rate limit or Retry-After pause would pass the deadline",
+            ),
+            &["source"],
+        )?)?;
         let kafka_records_in = registry.register(IntCounter::new(
             "enricher_kafka_records_in_total",
             "Records taken from ENRICHER_INPUT_TOPIC",
@@ -153,6 +171,8 @@ impl Metrics {
             circuit_rejected,
             coalesced,
             cache_hits,
+            source_unauthorized,
+            source_throttled,
             kafka_records_in,
             kafka_records_out,
             kafka_dead_lettered,

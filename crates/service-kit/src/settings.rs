@@ -23,6 +23,57 @@ pub enum Variables {
     Map(HashMap<String, String>),
 }
 
+impl Variables {
+    /// One variable's value (`name` as written, upper case), unset or blank =
+    /// `None`; for the few read before the others (a settings file's path).
+    pub fn value(&self, name: &str) -> Option<String> {
+        let value = match self {
+            Variables::Environment => {
+                let _ = dotenvy::dotenv();
+                std::env::var(name).ok()
+            }
+            Variables::Map(map) => map.get(name).cloned(),
+        }?;
+        let value = value.trim();
+        (!value.is_empty()).then(|| value.to_owned())
+    }
+}
+
+/// A TOML settings file (`<PROCESS>_CONFIG`): its tables and values, as read.
+pub type FileValues = config::Map<String, config::Value>;
+
+/// Reads a TOML settings file whose keys are the variables' names in lower case
+/// (the process decides which it knows, and refuses the rest).
+pub fn read_file(path: &str) -> Result<FileValues, SettingsError> {
+    config::Source::collect(&config::File::new(path, config::FileFormat::Toml))
+        .map_err(|error| SettingsError(format!("{path}: {error}")))
+}
+
+/// A file value as a variable's text: strings, numbers and booleans as
+/// written, arrays of them joined by commas; `None` for tables.
+pub fn file_text(value: &config::Value) -> Option<String> {
+    use config::ValueKind;
+    Some(match &value.kind {
+        ValueKind::Nil => String::new(),
+        ValueKind::Boolean(value) => value.to_string(),
+        ValueKind::I64(value) => value.to_string(),
+        ValueKind::I128(value) => value.to_string(),
+        ValueKind::U64(value) => value.to_string(),
+        ValueKind::U128(value) => value.to_string(),
+        ValueKind::Float(value) => value.to_string(),
+        ValueKind::String(value) => value.clone(),
+        ValueKind::Array(items) => items
+            .iter()
+            .map(|item| match item.kind {
+                ValueKind::Array(_) | ValueKind::Table(_) => None,
+                _ => file_text(item),
+            })
+            .collect::<Option<Vec<_>>>()?
+            .join(","),
+        ValueKind::Table(_) => return None,
+    })
+}
+
 /// Settings a process reads from its variables, with the two ways to call it.
 pub trait FromVariables: Sized {
     fn read(variables: Variables) -> Result<Self, SettingsError>;
@@ -75,6 +126,24 @@ impl Source {
             .clone()
             .try_deserialize()
             .map_err(|error| SettingsError(error.to_string()))
+    }
+
+    /// Every variable whose name (in lower case) starts with `prefix`: the rest
+    /// of its name and its trimmed text, blank ones left out.
+    pub fn texts_starting_with(&self, prefix: &str) -> Vec<(String, String)> {
+        let Ok(all) = self.0.clone().try_deserialize::<FileValues>() else {
+            return Vec::new();
+        };
+        let mut found: Vec<(String, String)> = all
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let rest = key.strip_prefix(prefix)?.to_owned();
+                let text = value.into_string().ok()?.trim().to_owned();
+                (!text.is_empty() && !rest.is_empty()).then_some((rest, text))
+            })
+            .collect();
+        found.sort();
+        found
     }
 
     /// One variable's text (`key` in lower case), trimmed; `None` when unset or
@@ -187,6 +256,45 @@ mod tests {
         assert_eq!(http.head_timeout, Duration::from_secs(10));
         assert_eq!(http.body_timeout, Duration::from_millis(50));
         assert_eq!(http.keep_alive, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_settings_file_is_read_as_tables_and_texts() {
+        let path = std::env::temp_dir().join(format!("settings-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "port = 8080\nratio = 0.5\nlist = [\"a\", 404]\nflag = true\n[table]\nkey = \"v\"\n",
+        )
+        .unwrap();
+        let file = read_file(path.to_str().unwrap()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let text = |key: &str| file_text(&file[key]);
+        assert_eq!(text("port").as_deref(), Some("8080"));
+        assert_eq!(text("ratio").as_deref(), Some("0.5"));
+        assert_eq!(text("list").as_deref(), Some("a,404"));
+        assert_eq!(text("flag").as_deref(), Some("true"));
+        assert_eq!(text("table"), None);
+        let error = read_file("/nonexistent/settings.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent/settings.toml"), "{error}");
+    }
+
+    #[test]
+    fn variables_can_be_listed_by_prefix() {
+        let map = [
+            ("SOURCE_A_HEADER_X_KEY", " k "),
+            ("SOURCE_A_URL", "u"),
+            ("SOURCE_A_HEADER_Y", " "),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let source = super::read(&[], Variables::Map(map)).unwrap();
+        assert_eq!(
+            source.texts_starting_with("source_a_header_"),
+            [("x_key".to_owned(), "k".to_owned())]
+        );
     }
 
     #[test]

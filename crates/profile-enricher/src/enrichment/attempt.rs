@@ -3,13 +3,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::Url;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
 use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
 use reqwest_retry::{Retryable, default_on_request_failure, default_on_request_success};
+// The span macro calls itself by its bare name.
+use reqwest_tracing::reqwest_otel_span;
 use serde_json::value::RawValue;
 
-use super::{EnrichmentError, MAX_ANSWER_BYTES, seconds};
+use super::request::{AnswerShape, Method, Shaped};
+use super::{Answer, EnrichmentError, MAX_ANSWER_BYTES, seconds};
 use crate::metrics::Metrics;
 
 /// How one attempt went wrong, as far as the retry loop is concerned.
@@ -18,6 +21,8 @@ pub(super) enum AttemptError {
     Transient {
         cause: String,
         retry_after: Option<Duration>,
+        /// A 429 or 503 with `Retry-After`: the wait is the whole source's.
+        pauses_source: bool,
     },
     /// Another attempt cannot help.
     Final(EnrichmentError),
@@ -28,18 +33,24 @@ pub(super) enum AttemptError {
 /// Where and how to send an attempt.
 pub(super) struct Target<'a> {
     pub http: &'a ClientWithMiddleware,
+    pub method: Method,
     pub url: &'a Url,
+    /// `None`: no body (GET).
+    pub body: Option<&'a [u8]>,
+    /// The source's own headers; they replace ours of the same name.
+    pub headers: &'a HeaderMap,
+    pub answer: &'a AnswerShape,
+    pub not_found: &'a [StatusCode],
     /// Presented only to our own `/dummy-enrich`; a client's token is never forwarded.
     pub token: Option<&'a str>,
     pub attempt_timeout: Duration,
 }
 
-/// POSTs `body` once, within `EXTERNAL_API_TIMEOUT` and what is left of the deadline.
+/// Makes the call once, within `EXTERNAL_API_TIMEOUT` and what is left of the deadline.
 pub(super) async fn attempt(
     target: &Target<'_>,
-    body: &[u8],
     deadline: Instant,
-) -> Result<Arc<RawValue>, AttemptError> {
+) -> Result<Answer, AttemptError> {
     let budget = target
         .attempt_timeout
         .min(deadline.saturating_duration_since(Instant::now()));
@@ -51,18 +62,25 @@ pub(super) async fn attempt(
             AttemptError::Transient {
                 cause: format!("no complete answer within {} s", seconds(&budget)),
                 retry_after: None,
+                pauses_source: false,
             }
         }
     };
     let mut request = target
         .http
-        .post(target.url.clone())
+        .request(target.method.as_reqwest(), target.url.clone())
         .timeout(budget)
-        .header(CONTENT_TYPE, "application/json")
-        .header(ACCEPT, "application/json")
-        .body(body.to_vec());
+        .header(ACCEPT, "application/json");
+    if let Some(body) = target.body {
+        request = request
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+    }
     if let Some(token) = target.token {
         request = request.bearer_auth(token);
+    }
+    if !target.headers.is_empty() {
+        request = request.headers(target.headers.clone());
     }
     let response = match request.send().await {
         Ok(response) => response,
@@ -70,12 +88,26 @@ pub(super) async fn attempt(
         Err(error) => return Err(classify_failure(error)),
     };
     let status = response.status();
+    if target.not_found.contains(&status) {
+        return Ok(Answer::NotFound);
+    }
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return Err(AttemptError::Final(EnrichmentError::Unauthorized {
+            status,
+        }));
+    }
     match default_on_request_success(&response) {
         None => {}
         Some(Retryable::Transient) => {
+            let retry_after = retry_after(response.headers());
             return Err(AttemptError::Transient {
                 cause: format!("the upstream answered status {status}"),
-                retry_after: retry_after(response.headers()),
+                retry_after,
+                pauses_source: retry_after.is_some()
+                    && matches!(
+                        status,
+                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                    ),
             });
         }
         Some(Retryable::Fatal) => {
@@ -93,10 +125,28 @@ pub(super) async fn attempt(
             return Err(AttemptError::Transient {
                 cause: "the connection broke while the upstream answered".to_owned(),
                 retry_after: None,
+                pauses_source: false,
             });
         }
     };
-    json_object(&bytes).ok_or(AttemptError::Final(EnrichmentError::NotAnObject))
+    shape(&bytes, target.answer)
+}
+
+/// A 2xx answer as `enrichment` takes it: a JSON object, verbatim, when the
+/// source has no `_SELECT` nor `_INTO`; else what they make of any JSON value.
+fn shape(bytes: &[u8], answer: &AnswerShape) -> Result<Answer, AttemptError> {
+    let not_an_object = AttemptError::Final(EnrichmentError::NotAnObject);
+    if answer.is_verbatim() {
+        return json_object(bytes).map(Answer::Object).ok_or(not_an_object);
+    }
+    let Ok(value) = serde_json::from_slice::<Box<RawValue>>(bytes) else {
+        return Err(not_an_object);
+    };
+    match answer.shape(&value) {
+        Shaped::Object(object) => Ok(Answer::Object(object)),
+        Shaped::Nothing => Ok(Answer::NotFound),
+        Shaped::NotAnObject => Err(not_an_object),
+    }
 }
 
 /// Transport failures: reqwest-retry decides which ones another attempt may cure.
@@ -115,6 +165,7 @@ fn classify_failure(error: reqwest_middleware::Error) -> AttemptError {
             AttemptError::Transient {
                 cause: cause.to_owned(),
                 retry_after: None,
+                pauses_source: false,
             }
         }
     }
@@ -191,6 +242,37 @@ impl Middleware for AttemptTelemetry {
             .with_label_values(&[outcome.as_str()])
             .inc();
         result
+    }
+}
+
+/// reqwest-tracing's default client span, with a failure recorded without its
+/// URL: a templated URL holds profile values (an e-mail), which are personal data.
+pub(super) struct QuietSpanBackend;
+
+impl reqwest_tracing::ReqwestOtelSpanBackend for QuietSpanBackend {
+    fn on_request_start(
+        request: &reqwest::Request,
+        extensions: &mut http::Extensions,
+    ) -> tracing::Span {
+        let name = reqwest_tracing::default_span_name(request, extensions);
+        reqwest_otel_span!(name = name, request)
+    }
+
+    fn on_request_end(
+        span: &tracing::Span,
+        outcome: &reqwest_middleware::Result<reqwest::Response>,
+        _: &mut http::Extensions,
+    ) {
+        let Err(error) = outcome else {
+            return reqwest_tracing::default_on_request_end(span, outcome);
+        };
+        let message = match error {
+            reqwest_middleware::Error::Reqwest(error) if error.is_timeout() => "timed out",
+            reqwest_middleware::Error::Reqwest(error) if error.is_connect() => "could not connect",
+            _ => "the request failed",
+        };
+        span.record(reqwest_tracing::OTEL_STATUS_CODE, "ERROR");
+        span.record(reqwest_tracing::ERROR_MESSAGE, message);
     }
 }
 

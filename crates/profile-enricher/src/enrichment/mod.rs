@@ -2,12 +2,15 @@
 //!
 //! **Sources.** Without `ENRICHMENT_SOURCES` there is one source, `EXTERNAL_API_URL`,
 //! and the answer's `enrichment` is its JSON object verbatim, as it always was. With
-//! several declared sources every one is called at once, with the same body and
-//! within the one `EXTERNAL_API_DEADLINE`; `enrichment` merges their objects in
-//! declared order (a key already set by an earlier source is kept), and `sources`
-//! says how each went: `ok`, `failed`, or `skipped` (not called at all). A failed
-//! optional source only shows as `failed`; a failed required one fails the
-//! request. When several required sources fail, the answer is the most severe
+//! several declared sources every one is called at once, within the one
+//! `EXTERNAL_API_DEADLINE`; `enrichment` merges their objects in declared order (a
+//! key already set by an earlier source is kept), and `sources` says how each
+//! went: `ok`, `not_found` (it knows nothing of the profile), `failed`, or
+//! `skipped` (not called at all). A failed optional source only shows as
+//! `failed`; a failed required one fails the request; `not_found`, and a source
+//! skipped because the profile lacks a field its request needs, never do. What
+//! each source is sent - method, URL and body templates, its own headers - and
+//! what is kept of its answer is [`request`]'s. When several required sources fail, the answer is the most severe
 //! class of failure - 502 (a source is broken; asking again will not help) over
 //! 504 (too slow) over 503 (come back later) - and, within a class, the first
 //! declared source's failure.
@@ -31,15 +34,22 @@
 //!   successful answer to a body is reused for that many seconds (moka, at most
 //!   `ENRICHMENT_CACHE_MAX_ENTRIES` bodies per source).
 //!
+//! - **Pace.** Per source, see [`pace`]: its `SOURCE_<NAME>_RATE_LIMIT`, and the
+//!   pause a 429 or 503 with `Retry-After` puts on every request. A call waits
+//!   for its turn within its deadline, holding nothing; one whose turn would come
+//!   later is refused at once: 503 with `Retry-After`.
 //! - **Slot.** An attempt first takes one of the source's `MAX_CONCURRENCY` slots,
 //!   waiting at most `MAX_CONCURRENCY_WAIT` (else 503 with `Retry-After`). The slot
 //!   is given back as soon as the attempt ends, so a call sleeping before its next
 //!   attempt never keeps another request from the upstream.
 //! - **Attempt.** Each attempt may take `EXTERNAL_API_TIMEOUT`, body included.
 //! - **What is retried.** Transient failures only, as reqwest-retry classifies them:
-//!   connect errors, timeouts, dropped connections, 408, 429 and 5xx. Other 4xx and
-//!   3xx (redirects are not followed) are final: 502 at once. So is a 2xx whose body
-//!   is not a JSON object - asking again would not change the upstream's mind.
+//!   connect errors, timeouts, dropped connections, 408, 429 and 5xx. A status of
+//!   `SOURCE_<NAME>_NOT_FOUND` (default 404 for a declared source) is an answer:
+//!   `not_found`. 401 and 403 say the deployment's credentials are wrong: final,
+//!   counted, and logged at most once a minute. Other 4xx and 3xx (redirects are
+//!   not followed) are final: 502 at once. So is a 2xx whose body is not a JSON
+//!   object - asking again would not change the upstream's mind.
 //! - **Delays.** Before retry `n` (from 0) we sleep reqwest-retry's
 //!   `ExponentialBackoff` delay: `BACKOFF_BASE * 2^n`, capped at [`MAX_BACKOFF`], with
 //!   bounded jitter. A `Retry-After` header (seconds or an HTTP date) lengthens the
@@ -57,12 +67,15 @@
 mod attempt;
 pub mod breaker;
 pub mod coalesce;
+mod pace;
+pub mod request;
 mod source;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use domain::Profile;
 use reqwest::{StatusCode, Url};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use serde::de::{MapAccess, Visitor};
@@ -71,8 +84,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use self::attempt::AttemptTelemetry;
+use self::attempt::{AttemptTelemetry, QuietSpanBackend};
 use self::breaker::BreakerSettings;
+use self::request::UrlTemplate;
 use self::source::{Source, SourcePlan};
 use crate::config::{SourceSettings, UpstreamSettings};
 use crate::metrics::Metrics;
@@ -121,6 +135,23 @@ pub enum EnrichmentError {
     },
     #[error("the upstream refused the request with status {status}")]
     Rejected { status: StatusCode },
+    /// A 401 or 403: the deployment's credentials for the source are wrong.
+    /// Never retried; in the Kafka mode the record waits, as in an outage.
+    #[error("the upstream refused the enricher's credentials with status {status}")]
+    Unauthorized { status: StatusCode },
+    /// `SOURCE_<NAME>_RATE_LIMIT` has no turn for this call before the deadline.
+    #[error(
+        "the source's rate limit has no turn before the deadline; next turn in {} s",
+        seconds(.retry_after)
+    )]
+    RateLimited { retry_after: Duration },
+    /// The source asked every caller to wait (`Retry-After` on a 429 or 503)
+    /// past the deadline.
+    #[error(
+        "the upstream asked every caller to wait {} s, past the deadline",
+        seconds(.retry_after)
+    )]
+    Paused { retry_after: Duration },
     #[error("the upstream answer is not a JSON object")]
     NotAnObject,
     #[error("the upstream answer is larger than {MAX_ANSWER_BYTES} bytes")]
@@ -143,7 +174,9 @@ impl EnrichmentError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             EnrichmentError::Busy { waited } => Some(*waited),
-            EnrichmentError::CircuitOpen { retry_after, .. } => Some(*retry_after),
+            EnrichmentError::CircuitOpen { retry_after, .. }
+            | EnrichmentError::RateLimited { retry_after }
+            | EnrichmentError::Paused { retry_after } => Some(*retry_after),
             EnrichmentError::Source { error, .. } => error.retry_after(),
             _ => None,
         }
@@ -153,11 +186,15 @@ impl EnrichmentError {
     /// 504 over 503 (see the module's documentation).
     fn severity(&self) -> u8 {
         match self {
-            EnrichmentError::Busy { .. } | EnrichmentError::CircuitOpen { .. } => 1,
+            EnrichmentError::Busy { .. }
+            | EnrichmentError::CircuitOpen { .. }
+            | EnrichmentError::RateLimited { .. }
+            | EnrichmentError::Paused { .. } => 1,
             EnrichmentError::DeadlineExceeded { .. } => 2,
             EnrichmentError::RetriesExhausted { .. }
             | EnrichmentError::RetryBudgetExhausted { .. }
             | EnrichmentError::Rejected { .. }
+            | EnrichmentError::Unauthorized { .. }
             | EnrichmentError::NotAnObject
             | EnrichmentError::AnswerTooLarge
             | EnrichmentError::Unrecoverable(_) => 3,
@@ -173,9 +210,24 @@ impl EnrichmentError {
 pub enum SourceStatus {
     /// Answered a JSON object, merged into `enrichment`.
     Ok,
+    /// Called, and it knows nothing of this profile (`SOURCE_<NAME>_NOT_FOUND`,
+    /// or nothing where `_SELECT` points): nothing merged, never a failure.
+    #[serde(rename = "not_found")]
+    NotFound,
     /// Called, and failed (only an optional source can fail in a 200 answer).
     Failed,
-    /// Not called: its circuit breaker is open.
+    /// Not called: the profile lacks a field its request needs, or its circuit
+    /// breaker is open.
+    Skipped,
+}
+
+/// What one source made of one profile.
+#[derive(Debug, Clone)]
+pub(crate) enum Answer {
+    /// A JSON object to merge into `enrichment`.
+    Object(Arc<RawValue>),
+    NotFound,
+    /// Not called: the profile lacks a field the source's request needs.
     Skipped,
 }
 
@@ -208,7 +260,7 @@ impl std::fmt::Display for SourceStatuses {
 pub struct Enrichment {
     /// One source's object verbatim, or several merged.
     pub object: Arc<RawValue>,
-    /// Only when several sources are declared.
+    /// When several sources are declared, or one that did not answer `ok`.
     pub sources: Option<SourceStatuses>,
 }
 
@@ -221,6 +273,9 @@ pub struct EnrichmentClient {
     /// `EXTERNAL_API_URL` (or our own `/dummy-enrich`): every source's default.
     url: Url,
     sources: Vec<Arc<Source>>,
+    /// Whether the sources were declared (`ENRICHMENT_SOURCES`): then a failure
+    /// names its source.
+    declared: bool,
     deadline: Duration,
     metrics: Metrics,
     http: ClientWithMiddleware,
@@ -248,7 +303,7 @@ impl Transport {
         if service_kit::telemetry::tracing_enabled() {
             // A client span per attempt, its trace context in the request's
             // `traceparent`/`tracestate` (off: no span, no header).
-            http = http.with(reqwest_tracing::TracingMiddleware::default());
+            http = http.with(reqwest_tracing::TracingMiddleware::<QuietSpanBackend>::new());
         }
         Ok(http.build())
     }
@@ -265,7 +320,12 @@ impl EnrichmentClient {
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
         let declared = if settings.sources.is_empty() {
-            vec![SourceSettings::named(SINGLE_SOURCE)]
+            // The one source of `EXTERNAL_API_URL` answers as it always did:
+            // a 404 is a refusal (502), not `not_found`.
+            vec![SourceSettings {
+                not_found: Vec::new(),
+                ..SourceSettings::named(SINGLE_SOURCE)
+            }]
         } else {
             settings.sources.clone()
         };
@@ -274,12 +334,18 @@ impl EnrichmentClient {
             .map(|source| {
                 let (source_url, source_token) = match source.url {
                     Some(own) => (own, None),
-                    None => (url.clone(), token.clone()),
+                    None => (UrlTemplate::fixed(url.clone()), token.clone()),
                 };
                 SourcePlan {
                     name: source.name,
                     required: source.required,
+                    method: source.method,
                     url: source_url,
+                    body: source.body,
+                    headers: source.headers,
+                    answer: source.answer,
+                    not_found: source.not_found,
+                    rate_limit: source.rate_limit,
                     token: source_token,
                     attempt_timeout: source.attempt_timeout.unwrap_or(settings.attempt_timeout),
                     max_retries: source.max_retries.unwrap_or(settings.max_retries),
@@ -323,6 +389,7 @@ impl EnrichmentClient {
         Ok(Self {
             url,
             sources,
+            declared: !settings.sources.is_empty(),
             deadline: settings.deadline,
             metrics,
             http,
@@ -340,6 +407,7 @@ impl EnrichmentClient {
         Self {
             url: self.url.clone(),
             sources: self.sources.clone(),
+            declared: self.declared,
             deadline: self.deadline,
             metrics: self.metrics.clone(),
             http,
@@ -352,14 +420,11 @@ impl EnrichmentClient {
         &self.url
     }
 
-    /// Sends `user` (already serialisable as the answer's `user`) to every source
-    /// and returns what they answered.
+    /// Asks every source about `profile` (the answer's `user`) and returns what
+    /// they answered.
     #[tracing::instrument(name = "enrich profile", skip_all)]
-    pub async fn enrich<T: serde::Serialize>(
-        &self,
-        user: &T,
-    ) -> Result<Enrichment, EnrichmentError> {
-        let body = serde_json::to_vec(user).map_err(|e| EnrichmentError::Encode(Arc::new(e)))?;
+    pub async fn enrich(&self, profile: &Profile) -> Result<Enrichment, EnrichmentError> {
+        let body = serde_json::to_vec(profile).map_err(|e| EnrichmentError::Encode(Arc::new(e)))?;
         let Some(deadline) = later(Instant::now(), self.deadline) else {
             return Err(EnrichmentError::DeadlineExceeded {
                 deadline: self.deadline,
@@ -370,7 +435,7 @@ impl EnrichmentClient {
         let calls = self
             .sources
             .iter()
-            .map(|source| source.enrich(&self.http, &body, deadline));
+            .map(|source| source.enrich(&self.http, profile, &body, deadline));
         let outcomes = futures::future::join_all(calls).await;
         let enrichment = self.combine(outcomes)?;
         match &enrichment.sources {
@@ -383,7 +448,7 @@ impl EnrichmentClient {
     /// The answer from every source's outcome, in declared order.
     fn combine(
         &self,
-        outcomes: Vec<Result<Arc<RawValue>, EnrichmentError>>,
+        outcomes: Vec<Result<Answer, EnrichmentError>>,
     ) -> Result<Enrichment, EnrichmentError> {
         let several = self.sources.len() > 1;
         let mut statuses = Vec::with_capacity(outcomes.len());
@@ -391,10 +456,12 @@ impl EnrichmentClient {
         let mut failure: Option<EnrichmentError> = None;
         for (source, outcome) in self.sources.iter().zip(outcomes) {
             let status = match outcome {
-                Ok(object) => {
+                Ok(Answer::Object(object)) => {
                     objects.push(object);
                     SourceStatus::Ok
                 }
+                Ok(Answer::NotFound) => SourceStatus::NotFound,
+                Ok(Answer::Skipped) => SourceStatus::Skipped,
                 Err(error) => {
                     let status = match error {
                         EnrichmentError::CircuitOpen { attempts: 0, .. } => SourceStatus::Skipped,
@@ -405,7 +472,7 @@ impl EnrichmentClient {
                             .as_ref()
                             .is_none_or(|worst| error.severity() > worst.severity())
                     {
-                        failure = Some(if several {
+                        failure = Some(if self.declared {
                             EnrichmentError::Source {
                                 name: source.name.clone(),
                                 error: Box::new(error),
@@ -426,14 +493,16 @@ impl EnrichmentClient {
         if let Some(error) = failure {
             return Err(error);
         }
+        // One source that answered: its object verbatim, as always.
+        let sources = (several || objects.is_empty()).then_some(SourceStatuses(statuses));
         match objects.as_slice() {
             [object] if !several => Ok(Enrichment {
                 object: Arc::clone(object),
-                sources: None,
+                sources,
             }),
             _ => Ok(Enrichment {
                 object: merge(&objects)?,
-                sources: Some(SourceStatuses(statuses)),
+                sources,
             }),
         }
     }
@@ -443,6 +512,7 @@ impl SourceStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             SourceStatus::Ok => "ok",
+            SourceStatus::NotFound => "not_found",
             SourceStatus::Failed => "failed",
             SourceStatus::Skipped => "skipped",
         }

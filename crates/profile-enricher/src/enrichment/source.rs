@@ -1,14 +1,17 @@
 //! One named upstream: its cache, its in-flight calls, and for each call the retry
-//! loop with its slots, retry budget and circuit breaker (see the parent module).
+//! loop with its pace, slots, retry budget and circuit breaker (see the parent
+//! module).
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::Url;
+use domain::Profile;
+use reqwest::header::HeaderMap;
+use reqwest::{StatusCode, Url};
 use reqwest_middleware::ClientWithMiddleware;
 use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{Jitter, RetryDecision, RetryPolicy};
-use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tower::retry::budget::{Budget, TpsBudget};
 
@@ -17,7 +20,9 @@ use futures::FutureExt;
 use super::attempt::{AttemptError, Target, attempt};
 use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
 use super::coalesce::{Coalescer, Role};
-use super::{EnrichmentError, MAX_BACKOFF, later};
+use super::pace::{Pace, Refusal};
+use super::request::{AnswerShape, BodyTemplate, Method, UrlTemplate};
+use super::{Answer, EnrichmentError, MAX_BACKOFF, later};
 use crate::config::RETRY_BUDGET_WINDOW;
 use crate::metrics::Metrics;
 
@@ -25,7 +30,16 @@ use crate::metrics::Metrics;
 pub(super) struct SourcePlan {
     pub name: String,
     pub required: bool,
-    pub url: Url,
+    pub method: Method,
+    pub url: UrlTemplate,
+    pub body: BodyTemplate,
+    /// The source's own headers (an API key), values marked sensitive.
+    pub headers: HeaderMap,
+    pub answer: AnswerShape,
+    /// Statuses that mean "nothing known of this profile".
+    pub not_found: Vec<StatusCode>,
+    /// Calls per second at most, from the whole process.
+    pub rate_limit: Option<f64>,
     pub token: Option<String>,
     pub attempt_timeout: Duration,
     pub max_retries: u32,
@@ -42,10 +56,20 @@ pub(super) struct SourcePlan {
     pub cache_max_entries: u64,
 }
 
-type Outcome = Result<Arc<RawValue>, EnrichmentError>;
+type Outcome = Result<Answer, EnrichmentError>;
 
-/// Successful answers by request body, for `ENRICHMENT_CACHE_TTL`.
-type AnswerCache = moka::future::Cache<Arc<[u8]>, Arc<RawValue>>;
+/// Answers (found or not) by request, for `ENRICHMENT_CACHE_TTL`.
+type AnswerCache = moka::future::Cache<Arc<[u8]>, Answer>;
+
+/// Wrong credentials are logged at most this often per source.
+const CREDENTIALS_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// One call of a source for one profile, once its templates are filled.
+pub(super) struct Call {
+    pub url: Url,
+    /// `None`: no body (GET).
+    pub body: Option<Arc<[u8]>>,
+}
 
 enum SlotError {
     Busy,
@@ -55,10 +79,18 @@ enum SlotError {
 pub(super) struct Source {
     pub name: String,
     pub required: bool,
-    url: Url,
+    method: Method,
+    url: UrlTemplate,
+    body: BodyTemplate,
+    headers: HeaderMap,
+    answer: AnswerShape,
+    not_found: Vec<StatusCode>,
     token: Option<String>,
     attempt_timeout: Duration,
     max_concurrency_wait: Duration,
+    pace: Pace,
+    /// When wrong credentials were last logged.
+    credentials_logged: Mutex<Option<Instant>>,
     deadline: Duration,
     backoff: ExponentialBackoff,
     slots: Semaphore,
@@ -111,10 +143,17 @@ impl Source {
         Self {
             name: plan.name,
             required: plan.required,
+            method: plan.method,
             url: plan.url,
+            body: plan.body,
+            headers: plan.headers,
+            answer: plan.answer,
+            not_found: plan.not_found,
             token: plan.token,
             attempt_timeout: plan.attempt_timeout,
             max_concurrency_wait: plan.max_concurrency_wait,
+            pace: Pace::new(plan.rate_limit),
+            credentials_logged: Mutex::new(None),
             deadline: plan.deadline,
             backoff,
             slots: Semaphore::new(plan.max_concurrency),
@@ -132,18 +171,57 @@ impl Source {
         }
     }
 
-    /// This source's answer to `body`: from the cache when it is on and holds one,
-    /// else from the call in flight for the same body, else from a new call. Each
-    /// caller waits at most until its own `deadline`. A new call goes out over
-    /// `http`, the caller's (its worker thread's) client.
+    /// This source's call for `profile`, its templates filled (`user` is the
+    /// whole profile, already encoded); `None` when the profile lacks a field
+    /// the call needs.
+    fn prepare(&self, profile: &Profile, user: &[u8]) -> Option<Call> {
+        let url = match self.url.as_fixed() {
+            Some(url) => url.clone(),
+            None => self.url.fill(profile)?,
+        };
+        let body = match (self.method, &self.body) {
+            (Method::Get, _) => None,
+            (Method::Post, BodyTemplate::WholeUser) => Some(Arc::from(user)),
+            (Method::Post, template) => Some(Arc::from(template.fill(profile)?)),
+        };
+        Some(Call { url, body })
+    }
+
+    /// What tells two calls apart for coalescing and the cache: the body alone
+    /// when the URL is fixed (no copy), else the URL and the body.
+    fn key<'c>(&self, call: &'c Call) -> Cow<'c, [u8]> {
+        let body = call.body.as_deref().unwrap_or_default();
+        match self.url.as_fixed() {
+            Some(_) => Cow::Borrowed(body),
+            None => {
+                let url = call.url.as_str();
+                let mut key = Vec::with_capacity(url.len() + 1 + body.len());
+                key.extend_from_slice(url.as_bytes());
+                key.push(b'\n');
+                key.extend_from_slice(body);
+                Cow::Owned(key)
+            }
+        }
+    }
+
+    /// This source's answer for `profile`: `Skipped` when the profile lacks a
+    /// field its call needs; else from the cache when it is on and holds one,
+    /// else from the call in flight for the same request, else from a new call.
+    /// Each caller waits at most until its own `deadline`. A new call goes out
+    /// over `http`, the caller's (its worker thread's) client.
     pub(super) async fn enrich(
         self: &Arc<Self>,
         http: &ClientWithMiddleware,
-        body: &[u8],
+        profile: &Profile,
+        user: &[u8],
         deadline: Instant,
     ) -> Outcome {
+        let Some(call) = self.prepare(profile, user) else {
+            return Ok(Answer::Skipped);
+        };
+        let key: Arc<[u8]> = Arc::from(self.key(&call));
         if let Some(cache) = &self.cache
-            && let Some(answer) = cache.get(body).await
+            && let Some(answer) = cache.get(&key).await
         {
             self.metrics
                 .cache_hits
@@ -151,14 +229,14 @@ impl Source {
                 .inc();
             return Ok(answer);
         }
-        let (call, role) = self.in_flight.join_or_start(body, || {
-            let (source, http, body) = (Arc::clone(self), http.clone(), Arc::<[u8]>::from(body));
+        let (call, role) = self.in_flight.join_or_start(&key, || {
+            let (source, http, key) = (Arc::clone(self), http.clone(), Arc::clone(&key));
             async move {
-                let outcome = source.call(&http, &body, deadline).await;
+                let outcome = source.call(&http, &call, deadline).await;
                 // Cached before the call leaves the in-flight map, so that no
                 // caller in between misses both.
                 if let (Some(cache), Ok(answer)) = (&source.cache, &outcome) {
-                    cache.insert(body, Arc::clone(answer)).await;
+                    cache.insert(key, answer.clone()).await;
                 }
                 outcome
             }
@@ -179,19 +257,24 @@ impl Source {
         }
     }
 
-    /// Sends `body` to this source until it answers a JSON object, a final failure
+    /// Makes `call` until the source answers (found or not), a final failure
     /// happens, the retries are spent or `deadline` passes.
     #[tracing::instrument(name = "call source", skip_all,
         fields(source = %self.name, attempts = tracing::field::Empty))]
     pub(super) async fn call(
         &self,
         http: &ClientWithMiddleware,
-        body: &[u8],
+        call: &Call,
         deadline: Instant,
-    ) -> Result<Arc<RawValue>, EnrichmentError> {
+    ) -> Outcome {
         let target = Target {
             http,
-            url: &self.url,
+            method: self.method,
+            url: &call.url,
+            body: call.body.as_deref(),
+            headers: &self.headers,
+            answer: &self.answer,
+            not_found: &self.not_found,
             token: self.token.as_deref(),
             attempt_timeout: self.attempt_timeout,
         };
@@ -200,6 +283,18 @@ impl Source {
         let mut last = String::from("the upstream had not answered");
         self.retry_budget.deposit();
         let result = loop {
+            if let Err(refusal) = self.wait_for_turn(deadline).await {
+                self.metrics
+                    .source_throttled
+                    .with_label_values(&[self.name.as_str()])
+                    .inc();
+                break Err(match refusal {
+                    Refusal::Paused { retry_after } => EnrichmentError::Paused { retry_after },
+                    Refusal::RateLimited { retry_after } => {
+                        EnrichmentError::RateLimited { retry_after }
+                    }
+                });
+            }
             let permit = match self.breaker.try_acquire(Instant::now()) {
                 Ok(permit) => permit,
                 Err(retry_after) => {
@@ -226,7 +321,7 @@ impl Source {
             if attempts > 1 {
                 self.metrics.upstream_retries.inc();
             }
-            let outcome = attempt(&target, body, deadline).await;
+            let outcome = attempt(&target, deadline).await;
             drop(slot);
             let failed = matches!(
                 outcome,
@@ -234,11 +329,23 @@ impl Source {
             );
             permit.record(failed, Instant::now());
             let retry_after = match outcome {
-                Ok(enrichment) => break Ok(enrichment),
-                Err(AttemptError::Final(error)) => break Err(error),
+                Ok(answer) => break Ok(answer),
+                Err(AttemptError::Final(error)) => {
+                    if let EnrichmentError::Unauthorized { status } = &error {
+                        self.credentials_refused(*status);
+                    }
+                    break Err(error);
+                }
                 Err(AttemptError::OutOfTime) => break Err(self.out_of_time(attempts, last)),
-                Err(AttemptError::Transient { cause, retry_after }) => {
+                Err(AttemptError::Transient {
+                    cause,
+                    retry_after,
+                    pauses_source,
+                }) => {
                     tracing::warn!(attempt = attempts, %cause, "enrichment attempt failed");
+                    if let (true, Some(wait)) = (pauses_source, retry_after) {
+                        self.pace.pause(Instant::now(), wait);
+                    }
                     last = cause;
                     retry_after
                 }
@@ -271,6 +378,40 @@ impl Source {
             Err(error) => tracing::warn!(attempts, %error, "profile not enriched"),
         }
         result
+    }
+
+    /// Waits for this call's turn under the source's rate limit and pause;
+    /// refused at once when the turn would come after `deadline`.
+    async fn wait_for_turn(&self, deadline: Instant) -> Result<(), Refusal> {
+        if self.pace.is_free() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let turn = self.pace.turn(now, deadline)?;
+        if turn > now {
+            tokio::time::sleep_until(turn.into()).await;
+        }
+        Ok(())
+    }
+
+    /// A 401 or 403: the deployment's credentials for this source are wrong.
+    /// Counted every time, logged at most once a minute (naming the source,
+    /// never a header value).
+    fn credentials_refused(&self, status: StatusCode) {
+        self.metrics
+            .source_unauthorized
+            .with_label_values(&[self.name.as_str()])
+            .inc();
+        let now = Instant::now();
+        let mut logged = self
+            .credentials_logged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if logged.is_none_or(|at| now.duration_since(at) >= CREDENTIALS_LOG_INTERVAL) {
+            *logged = Some(now);
+            tracing::error!(source = %self.name, status = status.as_u16(),
+                "the source refused the deployment's credentials: check its SOURCE_<NAME>_HEADER_* settings");
+        }
     }
 
     pub(super) fn out_of_time(&self, attempts: u32, last: String) -> EnrichmentError {

@@ -40,12 +40,17 @@ pub async fn handle(client: &EnrichmentClient, value: Option<&[u8]>) -> Verdict 
 }
 
 /// Whether asking again later may succeed: everything but a source's refusal
-/// (a 4xx other than 408/429) or an answer that is not a JSON object. Exhausted
-/// retries and budgets count as transient: they are what an outage looks like.
+/// (a 4xx other than 401, 403, 408 and 429) or an answer that is not a JSON
+/// object. Exhausted retries and budgets count as transient: they are what an
+/// outage looks like. So do wrong credentials (401, 403): the profile is not
+/// at fault, and the record waits until the deployment's key works.
 pub fn is_transient(error: &EnrichmentError) -> bool {
     match error {
         EnrichmentError::Busy { .. }
         | EnrichmentError::CircuitOpen { .. }
+        | EnrichmentError::Unauthorized { .. }
+        | EnrichmentError::RateLimited { .. }
+        | EnrichmentError::Paused { .. }
         | EnrichmentError::DeadlineExceeded { .. }
         | EnrichmentError::RetriesExhausted { .. }
         | EnrichmentError::RetryBudgetExhausted { .. }
@@ -82,6 +87,9 @@ mod tests {
         };
         assert!(is_transient(&deadline));
         assert!(is_transient(&open));
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
+            assert!(is_transient(&EnrichmentError::Unauthorized { status }));
+        }
         assert!(!is_transient(&refused));
         assert!(!is_transient(&EnrichmentError::NotAnObject));
         let named = |error| EnrichmentError::Source {

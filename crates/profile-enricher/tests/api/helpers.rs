@@ -48,6 +48,32 @@ pub fn test_settings(upstream: &MockServer) -> Settings {
     settings
 }
 
+/// An app whose settings are read from `variables` (as the environment would
+/// give them) over the test defaults of [`test_settings`].
+pub async fn spawn_app_from_variables(variables: &[(&str, &str)]) -> TestApp {
+    let upstream = MockServer::start().await;
+    let mut map: HashMap<String, String> = variables
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect();
+    map.entry("EXTERNAL_API_URL".to_owned())
+        .or_insert_with(|| format!("{}/enrich", upstream.uri()));
+    map.entry("BACKOFF_BASE".to_owned())
+        .or_insert_with(|| "0.01".to_owned());
+    let mut settings = from_variables(map).expect("settings");
+    settings.host = "127.0.0.1".to_owned();
+    settings.port = 0;
+    LazyLock::force(&TRACING);
+    let application = Application::build(settings).await.expect("application");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        upstream,
+        http: reqwest::Client::new(),
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }

@@ -455,6 +455,62 @@ async fn invalid_and_refused_profiles_are_dead_lettered_with_headers_while_neigh
 }
 
 #[tokio::test]
+async fn wrong_credentials_dead_letter_nothing_the_records_wait_until_the_key_works() {
+    let broker = Broker::start().await;
+    let topics = Topics::create(&broker, 1).await;
+    let app = spawn_app_with(|settings| topics.configure(settings, &broker)).await;
+    let key_works = Arc::new(AtomicBool::new(false));
+    let echo = Echo::default();
+    let gate = Arc::clone(&key_works);
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(move |request: &Request| {
+            if gate.load(Ordering::SeqCst) {
+                echo.respond(request)
+            } else {
+                ResponseTemplate::new(401)
+            }
+        })
+        .mount(&app.upstream)
+        .await;
+    let users = ["a", "b", "c"];
+    let records: Vec<_> = users.iter().map(|u| record(u, &profile(u, 30))).collect();
+    produce(&broker.producer(), &topics.input, &records).await;
+
+    // Refused, and tried again later (not retried at once: one call per try).
+    let retried = eventually(LONG, || async {
+        metric(
+            &app.address,
+            "enricher_source_unauthorized_total{source=\"default\"}",
+        )
+        .await
+            >= 3.0
+    })
+    .await;
+    assert!(retried, "the refused record was not tried again");
+    assert_eq!(
+        metric(&app.address, "enricher_kafka_dead_lettered_total").await,
+        0.0
+    );
+    assert_eq!(
+        metric(&app.address, "enricher_kafka_records_out_total").await,
+        0.0
+    );
+    key_works.store(true, Ordering::SeqCst);
+
+    let reader = broker.reader(&topics.output);
+    let mut out = Vec::new();
+    read_until(&reader, &mut out, LONG, |out| {
+        answered_users(out).len() == users.len()
+    })
+    .await;
+    assert_eq!(answered_users(&out).len(), users.len());
+    assert_eq!(
+        metric(&app.address, "enricher_kafka_dead_lettered_total").await,
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn prefer_respond_async_answers_202_and_the_answer_appears_on_the_output_topic() {
     let broker = Broker::start().await;
     let topics = Topics::create(&broker, 1).await;

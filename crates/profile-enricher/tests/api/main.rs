@@ -10,6 +10,7 @@ mod http_errors;
 mod kafka;
 mod openapi;
 mod probe;
+mod providers;
 mod resilience;
 mod sources;
 mod traces;

@@ -30,7 +30,9 @@ async fn send_distinct(app: &TestApp, count: usize) -> Vec<u16> {
 }
 
 /// `Retry-After` values too large for any clock: each must be a 504 (the wait
-/// would pass the deadline), never a panic, and the app goes on serving.
+/// would pass the deadline), never a panic, and the app goes on serving - the
+/// source itself paused for at most a day (a 503's `Retry-After` is the whole
+/// source's), other requests told so at once.
 #[tokio::test]
 async fn a_retry_after_too_large_for_the_clock_is_a_504_and_the_app_keeps_serving() {
     for hostile in [
@@ -54,9 +56,20 @@ async fn a_retry_after_too_large_for_the_clock_is_a_504_and_the_app_keeps_servin
         assert_eq!(arrivals.lock().unwrap().len(), 1, "{hostile}");
 
         let next = app.post_users(README_EXAMPLE).await;
-        assert_eq!(next.status(), 200, "after {hostile}");
-        let body: serde_json::Value = next.json().await.unwrap();
-        assert_eq!(body["enrichment"], json!({"ok": true}));
+        assert_eq!(next.status(), 503, "after {hostile}");
+        let wait: u64 = next.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (86_000..=86_400).contains(&wait),
+            "{hostile}: paused {wait} s"
+        );
+        let problem = assert_problem(next, 503).await;
+        assert_eq!(problem["type"], "/problems/upstream-paused", "{hostile}");
+        assert_eq!(arrivals.lock().unwrap().len(), 1, "{hostile}");
+        assert_eq!(app.get("/health").await.status(), 200);
     }
 }
 

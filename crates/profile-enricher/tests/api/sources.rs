@@ -136,7 +136,7 @@ async fn a_failing_optional_source_is_reported_failed_in_a_200() {
 async fn a_failing_required_source_is_a_502_naming_it() {
     let (app, _servers) = three_sources(
         json_answer(json!({"a": 1})),
-        ResponseTemplate::new(404),
+        ResponseTemplate::new(400),
         json_answer(json!({"c": 3})),
     )
     .await;
@@ -146,7 +146,7 @@ async fn a_failing_required_source_is_a_502_naming_it() {
     assert_eq!(problem["type"], "/problems/upstream-rejected");
     let detail = problem["detail"].as_str().unwrap();
     assert!(
-        detail.contains("source `risk`") && detail.contains("404"),
+        detail.contains("source `risk`") && detail.contains("400"),
         "{detail}"
     );
 }
@@ -202,7 +202,7 @@ async fn the_answer_schema_documents_sources() {
     assert!(sources.is_object(), "{sources}");
     assert_eq!(
         doc["components"]["schemas"]["SourceStatus"]["enum"],
-        json!(["ok", "failed", "skipped"])
+        json!(["ok", "not_found", "failed", "skipped"])
     );
 }
 
