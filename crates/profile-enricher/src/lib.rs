@@ -1,5 +1,8 @@
-//! profile-enricher: validates user profiles and enriches them through an upstream
-//! API, with bounded concurrency, retries and a deadline (see [`enrichment`]).
+//! profile-enricher: validates user profiles and enriches them from one or several
+//! sources - upstream APIs called as they are, by configuration ([`config`],
+//! [`enrichment::request`]) - with bounded concurrency, retries, a rate limit and a
+//! deadline ([`enrichment`]); over HTTP ([`routes`]) and, with
+//! `ENRICHER_INPUT_TOPIC`, from and to Kafka ([`kafka`]), through the same code.
 
 pub mod config;
 pub mod enrichment;

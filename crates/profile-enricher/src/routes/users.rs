@@ -22,7 +22,8 @@ pub struct Enriched<'a> {
     /// an earlier source kept.
     #[schema(value_type = Object)]
     enrichment: &'a RawValue,
-    /// Only with several sources: how each went, by name.
+    /// With several sources (or one that was `not_found` or `skipped`): how each
+    /// went, by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<std::collections::BTreeMap<String, crate::enrichment::SourceStatus>>)]
     sources: Option<&'a SourceStatuses>,
@@ -45,8 +46,8 @@ pub struct Enriched<'a> {
         (status = 415, description = "Content type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Wrong shape or invalid fields, every one listed", body = Problem, content_type = "application/problem+json"),
         (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "A required source refused the request, answered something other than a JSON object, or still failed after every retry (or the retry budget)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A required source had no slot free within MAX_CONCURRENCY_WAIT, or its circuit breaker is open; with `Prefer: respond-async`, the input topic did not take the profile", body = Problem, content_type = "application/problem+json",
+        (status = 502, description = "A required source refused the request or the enricher's credentials (401/403: `upstream-unauthorized`), answered something other than a JSON object, or still failed after every retry (or the retry budget)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A required source had no slot free within MAX_CONCURRENCY_WAIT, its circuit breaker is open, or its rate limit (`upstream-rate-limited`) or a Retry-After pause it asked for (`upstream-paused`) has no turn before the deadline; with `Prefer: respond-async`, the input topic did not take the profile", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
         (status = 504, description = "EXTERNAL_API_DEADLINE passed before a required source answered, or an upstream's Retry-After would pass it", body = Problem, content_type = "application/problem+json"),
     ),
