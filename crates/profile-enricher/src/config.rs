@@ -725,6 +725,20 @@ body = { email = "{email}", age = "{age}" }
         assert_eq!(people.headers["x-api-key"], "from-a-secret");
         assert_eq!(people.headers.len(), 1);
         assert!(people.required);
+
+        // The environment's list may leave one of the file's sources out.
+        let fewer = with(&[
+            ("ENRICHER_CONFIG", file.as_str()),
+            ("ENRICHMENT_SOURCES", "risk"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = fewer
+            .upstream
+            .sources
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["risk"]);
     }
 
     #[test]

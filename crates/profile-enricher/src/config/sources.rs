@@ -146,6 +146,17 @@ impl File {
         })
     }
 
+    /// Whether the file's own `enrichment_sources` names `source`.
+    fn declares(&self, source: &str) -> bool {
+        self.texts
+            .iter()
+            .find(|(key, _)| key == "enrichment_sources")
+            .is_some_and(|(_, list)| {
+                list.split(',')
+                    .any(|name| name.trim().eq_ignore_ascii_case(source))
+            })
+    }
+
     /// The top-level settings, as variables' texts.
     pub fn texts(&self) -> impl Iterator<Item = (&str, &str)> {
         self.texts
@@ -190,11 +201,13 @@ pub fn declared(
         let table = file.and_then(|file| Some((file, file.sources.get(&name)?)));
         sources.push(source(&name, variables, table)?);
     }
+    // A table for a source the file declares but the environment's list leaves
+    // out is a source turned off, not a mistake.
     if let Some(file) = file
         && let Some(stray) = file
             .sources
             .keys()
-            .find(|name| sources.iter().all(|source| &source.name != *name))
+            .find(|name| sources.iter().all(|source| &source.name != *name) && !file.declares(name))
     {
         bail!(
             "{}: `sources.{stray}` is not in enrichment_sources ({list})",

@@ -42,15 +42,15 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
     /// The call in flight for `key`, or a new one made by `start`.
     pub fn join_or_start(
         &self,
-        key: &[u8],
+        key: &Arc<[u8]>,
         start: impl FnOnce() -> BoxFuture<'static, T>,
     ) -> (Call<T>, Role) {
         let mut in_flight = lock(&self.in_flight);
-        if let Some(call) = in_flight.get(key).and_then(|(_, weak)| weak.upgrade()) {
+        if let Some(call) = in_flight.get(&**key).and_then(|(_, weak)| weak.upgrade()) {
             return (call, Role::Follower);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let key: Arc<[u8]> = Arc::from(key);
+        let key = Arc::clone(key);
         let forget = Forget {
             in_flight: Arc::clone(&self.in_flight),
             key: Arc::clone(&key),
@@ -136,9 +136,9 @@ mod tests {
                 .boxed()
             }
         };
-        let (a1, role1) = coalescer.join_or_start(b"a", start(1));
-        let (a2, role2) = coalescer.join_or_start(b"a", start(2));
-        let (b, role3) = coalescer.join_or_start(b"b", start(3));
+        let (a1, role1) = coalescer.join_or_start(&Arc::from(&b"a"[..]), start(1));
+        let (a2, role2) = coalescer.join_or_start(&Arc::from(&b"a"[..]), start(2));
+        let (b, role3) = coalescer.join_or_start(&Arc::from(&b"b"[..]), start(3));
         assert_eq!(
             (role1, role2, role3),
             (Role::Leader, Role::Follower, Role::Leader)
@@ -152,11 +152,12 @@ mod tests {
     #[tokio::test]
     async fn a_call_every_caller_abandoned_is_forgotten() {
         let coalescer = Coalescer::<u32>::new();
-        let (call, _) = coalescer.join_or_start(b"a", || futures::future::pending().boxed());
+        let (call, _) =
+            coalescer.join_or_start(&Arc::from(&b"a"[..]), || futures::future::pending().boxed());
         assert_eq!(coalescer.len(), 1);
         drop(call);
         assert!(coalescer.is_empty());
-        let (_, role) = coalescer.join_or_start(b"a", || async { 1 }.boxed());
+        let (_, role) = coalescer.join_or_start(&Arc::from(&b"a"[..]), || async { 1 }.boxed());
         assert_eq!(role, Role::Leader);
     }
 }

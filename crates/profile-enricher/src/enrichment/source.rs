@@ -2,7 +2,6 @@
 //! loop with its pace, slots, retry budget and circuit breaker (see the parent
 //! module).
 
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -188,18 +187,19 @@ impl Source {
     }
 
     /// What tells two calls apart for coalescing and the cache: the body alone
-    /// when the URL is fixed (no copy), else the URL and the body.
-    fn key<'c>(&self, call: &'c Call) -> Cow<'c, [u8]> {
+    /// when the URL is fixed (shared, not copied), else the URL and the body.
+    fn key(&self, call: &Call) -> Arc<[u8]> {
         let body = call.body.as_deref().unwrap_or_default();
-        match self.url.as_fixed() {
-            Some(_) => Cow::Borrowed(body),
-            None => {
+        match (self.url.as_fixed(), &call.body) {
+            (Some(_), Some(body)) => Arc::clone(body),
+            (Some(_), None) => Arc::from(&[][..]),
+            (None, _) => {
                 let url = call.url.as_str();
                 let mut key = Vec::with_capacity(url.len() + 1 + body.len());
                 key.extend_from_slice(url.as_bytes());
                 key.push(b'\n');
                 key.extend_from_slice(body);
-                Cow::Owned(key)
+                Arc::from(key)
             }
         }
     }
@@ -219,7 +219,7 @@ impl Source {
         let Some(call) = self.prepare(profile, user) else {
             return Ok(Answer::Skipped);
         };
-        let key: Arc<[u8]> = Arc::from(self.key(&call));
+        let key = self.key(&call);
         if let Some(cache) = &self.cache
             && let Some(answer) = cache.get(&key).await
         {
