@@ -588,11 +588,42 @@ mod tests {
             );
         }
         assert!(
-            with(&[("API_TOKENS", "t")])
+            with(&[("API_TOKENS", "sixteen-chars-xx")])
                 .unwrap()
                 .api_tokens
                 .is_enabled()
         );
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let settings = with(&[
+            ("KAFKA_SASL_PASSWORD", "kafka-secret-1"),
+            ("API_TOKENS", "token-secret-2-0123456789"),
+            ("ENRICHMENT_SOURCES", "people"),
+            ("SOURCE_PEOPLE_URL", "https://people.example.com/enrich"),
+            ("SOURCE_PEOPLE_HEADER_X_API_KEY", "header-secret-3"),
+        ])
+        .unwrap();
+        let shown = format!("{settings:?}");
+        for secret in ["kafka-secret-1", "token-secret-2", "header-secret-3"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
+    }
+
+    #[test]
+    fn a_token_under_16_characters_stops_the_start_naming_api_tokens() {
+        let file = config_file("api_tokens = \"fifteen-chars-x\"\n");
+        for variables in [
+            [("API_TOKENS", "fifteen-chars-x")],
+            [("ENRICHER_CONFIG", file.as_str())],
+        ] {
+            let error = format!("{:#}", with(&variables).unwrap_err());
+            assert!(error.contains("API_TOKENS"), "{variables:?}: {error}");
+            assert!(!error.contains("fifteen-chars-x"), "{variables:?}: {error}");
+        }
+        let settings = with(&[("API_TOKENS", "sixteen-chars-xx")]).unwrap();
+        assert!(settings.api_tokens.is_enabled());
     }
 
     #[test]

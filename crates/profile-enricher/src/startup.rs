@@ -54,9 +54,9 @@ impl Application {
             %address,
             upstream = %client.url().origin().ascii_serialization(),
             env = %settings.env,
-            authentication = settings.api_tokens.is_enabled(),
             "profile-enricher listening"
         );
+        settings.api_tokens.warn_when_off();
         let client = web::Data::new(client);
         let kafka_status = Arc::new(KafkaStatus::default());
         let (worker, intake) = match KafkaWorker::build(

@@ -1,9 +1,10 @@
-//! Settings, from SPEC's variables (and a `.env` file when present).
+//! Settings, from the documented variables (and a `.env` file when present).
 
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use serde::Deserialize;
+use service_kit::http::ApiTokens;
 use service_kit::kafka::KafkaConnection;
 use service_kit::settings::{self, FromVariables, SettingsError, Variables, number};
 use user_store::DatabaseSettings;
@@ -42,10 +43,16 @@ pub struct ConsumerSettings {
     /// Longest wait, in milliseconds, for a batch to fill once it has a message.
     #[serde(deserialize_with = "number")]
     pub consumer_batch_max_wait_ms: u64,
+    /// `API_TOKENS`, the bearer tokens of the HTTP services. The consumer's port
+    /// serves only paths open without a token, so it checks them as every
+    /// process does (a short one stops it at start; none is a warning) and
+    /// guards nothing with them.
+    #[serde(default)]
+    pub api_tokens: ApiTokens,
 }
 
 impl FromVariables for Settings {
-    /// SPEC's variables; unset ones take their documented defaults.
+    /// The documented variables; unset ones take their defaults.
     fn read(variables: Variables) -> Result<Self, SettingsError> {
         let mut defaults = vec![
             ("kafka_topic", "user_service"),
@@ -80,5 +87,48 @@ impl ConsumerSettings {
     /// The librdkafka settings every client of ours shares (`service_kit::kafka`).
     pub fn kafka_client(&self) -> ClientConfig {
         self.kafka.client_config()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::from_variables(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_token_under_16_characters_stops_the_consumer_naming_api_tokens() {
+        let error = with(&[("API_TOKENS", "fifteen-chars-x")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("API_TOKENS"), "{error}");
+        assert!(!error.contains("fifteen-chars-x"), "{error}");
+        let settings = with(&[("API_TOKENS", "sixteen-chars-xx")]).unwrap();
+        assert!(settings.consumer.api_tokens.is_enabled());
+        assert!(!with(&[]).unwrap().consumer.api_tokens.is_enabled());
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let settings = with(&[
+            (
+                "DATABASE_URL",
+                "postgres://user_info:db-secret-1@db:5432/user_info",
+            ),
+            ("KAFKA_SASL_PASSWORD", "kafka-secret-2"),
+            ("API_TOKENS", "token-secret-3-0123456789"),
+        ])
+        .unwrap();
+        let shown = format!("{settings:?}");
+        for secret in ["db-secret-1", "kafka-secret-2", "token-secret-3"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
     }
 }

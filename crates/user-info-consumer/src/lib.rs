@@ -34,6 +34,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     ))
     .context("cannot bind the metrics port")?;
     tracing::info!(port = listener.local_addr()?.port(), "metrics listening");
+    settings.consumer.api_tokens.warn_when_off();
     let server = http::serve(listener, status.clone()).context("cannot start the metrics port")?;
     let server_handle = server.handle();
     let server_task = tokio::spawn(server);

@@ -32,8 +32,8 @@ pub fn preconditions(headers: &HeaderMap) -> Preconditions {
 }
 
 /// The versions a header names (every line of it); `strong` drops weak tags,
-/// which never match strongly. Tags that are not ours (not a decimal version)
-/// and values that are not entity tags match nothing.
+/// which never match strongly. Tags that are not ours (not exactly the decimal
+/// text of a version) and values that are not entity tags match nothing.
 fn versions(headers: &HeaderMap, name: &HeaderName, strong: bool) -> Option<Versions> {
     let mut listed = Vec::new();
     let mut any = false;
@@ -63,11 +63,12 @@ struct EntityTag<'a> {
 }
 
 impl EntityTag<'_> {
+    /// The version whose ETag this tag is. Entity tags compare character by
+    /// character (RFC 9110, section 8.8.3.2): only the version's own decimal
+    /// text names it, so `"01"` or `"+1"` is not version 1.
     fn version(&self) -> Option<i64> {
-        if self.opaque.is_empty() || !self.opaque.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        self.opaque.parse().ok()
+        let version: i64 = self.opaque.parse().ok()?;
+        (version.to_string() == self.opaque).then_some(version)
     }
 }
 
@@ -145,6 +146,43 @@ mod tests {
             assert!(parse_list(value).is_none(), "{value}");
             let pre = parse("if-match", value);
             assert_eq!(pre.if_match, Some(Versions::Listed(vec![])), "{value}");
+        }
+    }
+
+    #[test]
+    fn a_tag_names_a_version_only_when_it_is_exactly_its_etag() {
+        let one = || Some(Versions::Listed(vec![1]));
+        let none = || Some(Versions::Listed(vec![]));
+        // (field value, If-Match, If-None-Match): If-Match compares strongly,
+        // If-None-Match weakly; both compare the opaque text exactly.
+        let cases = [
+            (r#""1""#, one(), one()),
+            (r#""01""#, none(), none()),
+            (r#""+1""#, none(), none()),
+            (r#"W/"01""#, none(), none()),
+            (r#""-0""#, none(), none()),
+            (r#""1.0""#, none(), none()),
+            (r#""1 ""#, none(), none()),
+            (r#"" 1""#, none(), none()),
+            (r#"W/"1""#, none(), one()),
+            (
+                r#""0""#,
+                Some(Versions::Listed(vec![0])),
+                Some(Versions::Listed(vec![0])),
+            ),
+            (r#""99999999999999999999""#, none(), none()),
+        ];
+        for (value, if_match, if_none_match) in cases {
+            assert_eq!(
+                parse("if-match", value).if_match,
+                if_match,
+                "If-Match: {value}"
+            );
+            assert_eq!(
+                parse("if-none-match", value).if_none_match,
+                if_none_match,
+                "If-None-Match: {value}"
+            );
         }
     }
 

@@ -36,7 +36,7 @@ struct Own {
 }
 
 impl FromVariables for Settings {
-    /// SPEC's variables; unset ones take their documented defaults.
+    /// The documented variables; unset ones take their defaults.
     fn read(variables: Variables) -> Result<Self, SettingsError> {
         let mut defaults = vec![
             ("user_info_host", "0.0.0.0"),
@@ -81,6 +81,33 @@ mod tests {
         assert_eq!(settings.http.body_timeout, Duration::from_secs(30));
         assert!(!settings.api_tokens.is_enabled());
         assert_eq!(settings.idempotency_key_ttl, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn a_token_under_16_characters_stops_the_service_naming_api_tokens() {
+        let error = with(&[("API_TOKENS", "fifteen-chars-x")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("API_TOKENS"), "{error}");
+        assert!(!error.contains("fifteen-chars-x"), "{error}");
+        let settings = with(&[("API_TOKENS", "sixteen-chars-xx")]).unwrap();
+        assert!(settings.api_tokens.is_enabled());
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let settings = with(&[
+            (
+                "DATABASE_URL",
+                "postgres://user_info:db-secret-1@db:5432/user_info",
+            ),
+            ("API_TOKENS", "token-secret-2-0123456789"),
+        ])
+        .unwrap();
+        let shown = format!("{settings:?}");
+        for secret in ["db-secret-1", "token-secret-2"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
     }
 
     #[test]

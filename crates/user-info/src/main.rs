@@ -16,6 +16,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(probe::health_check(settings.port));
     }
     let _telemetry = telemetry::init(SERVICE);
+    settings.api_tokens.warn_when_off();
     let application = Application::build(settings).context("cannot start the server")?;
     tracing::info!(port = application.port(), "user-info listening");
     application.run_until_stopped().await?;

@@ -14,7 +14,7 @@ use crate::routes;
 #[openapi(
     info(
         title = "user-info",
-        description = "Creates, updates, reads and deletes users. Every user has a version, answered as its strong ETag; If-Match / If-None-Match make writes conditional (RFC 9110), PATCH takes a JSON merge patch (RFC 7396), and an Idempotency-Key makes a POST safe to retry. Every error is application/problem+json (RFC 9457)."
+        description = "Creates, updates, reads and deletes users. Every user has a version, answered as its strong ETag; If-Match / If-None-Match make reads and writes conditional (RFC 9110), PATCH takes a JSON merge patch (RFC 7396), and an Idempotency-Key makes a POST safe to retry. Every error is application/problem+json (RFC 9457)."
     ),
     paths(
         routes::user::post_user,

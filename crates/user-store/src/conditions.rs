@@ -31,7 +31,7 @@ impl Versions {
 
     /// Whether the condition names the stored `current` version (`*` names
     /// any existing user).
-    fn names(&self, current: Option<i64>) -> bool {
+    pub fn names(&self, current: Option<i64>) -> bool {
         match (self, current) {
             (_, None) => false,
             (Versions::Any, Some(_)) => true,

@@ -147,6 +147,78 @@ fn take_tls_parameters(url: &str) -> (Cow<'_, str>, Option<String>, Option<Strin
     (Cow::Owned(url), sslmode, root_cert)
 }
 
+/// `DATABASE_URL` fit to be shown: the password of its user part and of a
+/// `password` parameter replaced by `***`; in libpq's `key=value` form, the
+/// value of `password`. When in doubt it hides more (the user part ends at the
+/// last `@`, so a password holding a stray `@` is still hidden whole).
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return redact_key_value(url);
+    };
+    let mut shown = format!("{scheme}://");
+    let rest = match rest.rsplit_once('@') {
+        Some((credentials, rest)) => {
+            match credentials.split_once(':') {
+                Some((user, _)) => shown.push_str(&format!("{user}:***")),
+                None => shown.push_str(credentials),
+            }
+            shown.push('@');
+            rest
+        }
+        None => rest,
+    };
+    match rest.split_once('?') {
+        Some((path, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            shown.push_str(&format!("{path}?{}", pairs.join("&")));
+        }
+        None => shown.push_str(rest),
+    }
+    shown
+}
+
+/// libpq's `key=value` form with the value of every `password` replaced: up to
+/// the next space, or to the closing quote of a quoted value.
+fn redact_key_value(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.to_ascii_lowercase().find("password") {
+        let after_key = &rest[at + "password".len()..];
+        let Some(value) = after_key.trim_start().strip_prefix('=') else {
+            shown.push_str(&rest[..at + "password".len()]);
+            rest = after_key;
+            continue;
+        };
+        shown.push_str(&rest[..at]);
+        shown.push_str("password=***");
+        let value = value.trim_start();
+        rest = match value.strip_prefix('\'') {
+            Some(quoted) => {
+                let mut escaped = false;
+                let end = quoted.char_indices().find(|&(_, c)| {
+                    let closes = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                });
+                end.map_or("", |(at, _)| &quoted[at + 1..])
+            }
+            None => value
+                .find(char::is_whitespace)
+                .map_or("", |end| &value[end..]),
+        };
+    }
+    shown.push_str(rest);
+    shown
+}
+
 /// The PEM blocks of a certificate bundle, one per certificate.
 fn split_pem(pem: &[u8]) -> Vec<&[u8]> {
     const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
@@ -209,6 +281,35 @@ mod tests {
         .err()
         .map(|error| error.to_string());
         assert!(error.is_some_and(|error| error.contains("/nonexistent/ca.pem")));
+    }
+
+    #[test]
+    fn a_shown_url_never_holds_the_password() {
+        for (url, shown) in [
+            (
+                "postgres://user_info:s3cret@db.internal:5432/user_info?sslmode=verify-full",
+                "postgres://user_info:***@db.internal:5432/user_info?sslmode=verify-full",
+            ),
+            ("postgresql://u:p%40ss@db/app", "postgresql://u:***@db/app"),
+            ("postgres://u:s3cret@x@db/app", "postgres://u:***@db/app"),
+            ("postgres://u@db/app", "postgres://u@db/app"),
+            ("postgres://db/app", "postgres://db/app"),
+            (
+                "postgres://u@db/app?password=s3cret&connect_timeout=3",
+                "postgres://u@db/app?password=***&connect_timeout=3",
+            ),
+            (
+                "host=db user=u password=s3cret dbname=app",
+                "host=db user=u password=*** dbname=app",
+            ),
+            (
+                r"host=db password = 's3 cr\'et' dbname=app",
+                "host=db password=*** dbname=app",
+            ),
+            ("host=db password=s3cret", "host=db password=***"),
+        ] {
+            assert_eq!(redact_password(url), shown, "{url}");
+        }
     }
 
     #[test]

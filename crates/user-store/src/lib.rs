@@ -49,6 +49,7 @@ pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -62,8 +63,8 @@ pub use offsets::OffsetAdvance;
 pub use schema::User;
 
 /// The database variables, the same in every process that embeds them (with
-/// `#[serde(flatten)]`).
-#[derive(Debug, Clone, Deserialize)]
+/// `#[serde(flatten)]`). `Debug` shows `DATABASE_URL` without its password.
+#[derive(Clone, Deserialize)]
 pub struct DatabaseSettings {
     /// `DATABASE_URL`, libpq style.
     #[serde(rename = "database_url")]
@@ -77,6 +78,24 @@ pub struct DatabaseSettings {
     /// `DATABASE_QUERY_TIMEOUT`: the longest wait for the database's answer.
     #[serde(rename = "database_query_timeout", deserialize_with = "seconds")]
     pub query_timeout: Duration,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so that a field added later must be placed here too.
+        let Self {
+            url,
+            pool_size,
+            connect_timeout,
+            query_timeout,
+        } = self;
+        f.debug_struct("DatabaseSettings")
+            .field("url", &connect::redact_password(url))
+            .field("pool_size", pool_size)
+            .field("connect_timeout", connect_timeout)
+            .field("query_timeout", query_timeout)
+            .finish()
+    }
 }
 
 impl DatabaseSettings {
@@ -137,5 +156,30 @@ impl From<diesel::result::Error> for StoreError {
             }
             error => StoreError::Unavailable(error.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_database_password() {
+        let settings = DatabaseSettings {
+            url: "postgres://user_info:hunter2-db-secret@db.internal:5432/user_info?sslmode=verify-full"
+                .to_owned(),
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(10),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains(
+                "postgres://user_info:***@db.internal:5432/user_info?sslmode=verify-full"
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains("pool_size: 10"), "{shown}");
     }
 }

@@ -1,7 +1,9 @@
 //! The real binary, configured only through its environment: log format and
 //! level, and the empty values that `.env.example` ships.
 
+use std::io::Read;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -26,8 +28,64 @@ fn logs_are_compact_lines_at_info_when_log_format_and_rust_log_are_empty() {
         line.contains(&format!("address=127.0.0.1:{port}")),
         "{line}"
     );
-    assert!(line.contains("authentication=false"), "{line}");
     assert!(!line.contains('\u{1b}'), "{line:?}");
+    // `binary` sets API_TOKENS to "": authentication is off, and says so.
+    let warning = line_containing(&lines, "API_TOKENS");
+    assert!(warning.contains(" WARN "), "{warning}");
+    assert!(warning.contains("authentication is off"), "{warning}");
+}
+
+#[test]
+fn a_token_under_16_characters_stops_the_binary_at_start_naming_api_tokens() {
+    let port = free_port();
+    let mut command = binary(port);
+    command
+        .env("API_TOKENS", "fifteen-chars-x")
+        .stderr(Stdio::piped());
+    let mut server = spawn(command, port);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "profile-enricher started with a 15-character token"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    server
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("API_TOKENS"), "{stderr}");
+    assert!(!stderr.contains("fifteen-chars-x"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_16_character_token_is_accepted_and_required() {
+    let port = free_port();
+    let mut command = binary(port);
+    command.env("API_TOKENS", "sixteen-chars-xx");
+    let server = crate::helpers::start(command, port).await;
+    let client = reqwest::Client::new();
+    let send = |token: Option<&str>| {
+        let mut request = client
+            .post(format!("{}/users", server.address()))
+            .header("content-type", "application/json")
+            .body(README_EXAMPLE);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(send(None).await.unwrap().status(), 401);
+    assert_eq!(send(Some("sixteen-chars-xx")).await.unwrap().status(), 200);
 }
 
 #[test]

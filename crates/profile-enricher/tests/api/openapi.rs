@@ -90,7 +90,10 @@ async fn only_the_enrichment_endpoints_declare_the_optional_bearer_token() {
 
 #[tokio::test]
 async fn the_document_is_served_without_a_token_when_api_tokens_is_set() {
-    let app = spawn_app_with(|settings| settings.api_tokens = ApiTokens::parse("secret")).await;
+    let app = spawn_app_with(|settings| {
+        settings.api_tokens = ApiTokens::parse("secret-token-0123456").unwrap()
+    })
+    .await;
 
     let doc = document(&app).await;
 

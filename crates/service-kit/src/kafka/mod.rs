@@ -12,6 +12,7 @@ pub mod trace;
 pub use dead_letter::DeadLetters;
 pub use member::{MemberContext, commit};
 
+use std::fmt;
 use std::ops::Deref;
 
 use rdkafka::ClientConfig;
@@ -64,7 +65,8 @@ impl<T: Send + 'static> Drop for DropAside<T> {
 /// The connection variables of every Kafka client: `KAFKA_BOOTSTRAP_SERVERS`
 /// and, when set, `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_MECHANISM`,
 /// `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`, `KAFKA_SSL_CA_LOCATION`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `Debug` shows whether the password is set, never the password.
+#[derive(Clone, Default, Deserialize)]
 pub struct KafkaConnection {
     pub kafka_bootstrap_servers: String,
     #[serde(default)]
@@ -79,8 +81,33 @@ pub struct KafkaConnection {
     pub kafka_ssl_ca_location: Option<String>,
 }
 
+impl fmt::Debug for KafkaConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so that a field added later must be placed here too.
+        let Self {
+            kafka_bootstrap_servers,
+            kafka_security_protocol,
+            kafka_sasl_mechanism,
+            kafka_sasl_username,
+            kafka_sasl_password,
+            kafka_ssl_ca_location,
+        } = self;
+        f.debug_struct("KafkaConnection")
+            .field("kafka_bootstrap_servers", kafka_bootstrap_servers)
+            .field("kafka_security_protocol", kafka_security_protocol)
+            .field("kafka_sasl_mechanism", kafka_sasl_mechanism)
+            .field("kafka_sasl_username", kafka_sasl_username)
+            .field(
+                "kafka_sasl_password",
+                &kafka_sasl_password.as_ref().map(|_| "***"),
+            )
+            .field("kafka_ssl_ca_location", kafka_ssl_ca_location)
+            .finish()
+    }
+}
+
 impl KafkaConnection {
-    /// SPEC's default for the variables above.
+    /// The documented default for the variables above.
     pub const DEFAULTS: [(&'static str, &'static str); 1] =
         [("kafka_bootstrap_servers", "localhost:9092")];
 
@@ -126,5 +153,25 @@ mod tests {
         assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(config.get("sasl.password"), None);
         assert_eq!(config.get("sasl.mechanism"), None);
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_sasl_password() {
+        let connection = KafkaConnection {
+            kafka_bootstrap_servers: "broker:9093".to_owned(),
+            kafka_sasl_username: Some("consumer".to_owned()),
+            kafka_sasl_password: Some("hunter2-kafka-secret".to_owned()),
+            ..KafkaConnection::default()
+        };
+        let shown = format!("{connection:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains(r#"kafka_sasl_password: Some("***")"#),
+            "{shown}"
+        );
+        assert!(shown.contains("broker:9093"), "{shown}");
+        assert!(shown.contains("consumer"), "{shown}");
+        let unset = format!("{:?}", KafkaConnection::default());
+        assert!(unset.contains("kafka_sasl_password: None"), "{unset}");
     }
 }

@@ -5,4 +5,5 @@
 mod consumer;
 mod effectively_once;
 mod refused;
+mod start;
 mod support;

@@ -5,7 +5,7 @@ use domain::{FieldError, ParseError, UserChange, parse_user_id};
 use serde::Deserialize;
 use service_kit::http::{JsonBody, MergePatchBody, PROBLEM_JSON, Problem};
 use sha2::Digest;
-use user_store::{Keyed, Outcome, StoredAnswer, User, Versions};
+use user_store::{Keyed, Outcome, StoredAnswer, User};
 use uuid::Uuid;
 
 use crate::conditional::{etag, preconditions};
@@ -252,15 +252,17 @@ pub async fn patch_user(
     }
 }
 
-/// The user, with its version as the ETag; 304 (no body) when `If-None-Match`
-/// names that version (weak comparison) or is `*`.
-#[utoipa::path(get, path = "/user", tag = "users", params(UserIdQuery, IfNoneMatch),
+/// The user, with its version as the ETag; 412 when `If-Match` does not name
+/// that version (strong comparison; `*` names any), as on the writes; then 304
+/// (no body) when `If-None-Match` names it (weak comparison) or is `*`.
+#[utoipa::path(get, path = "/user", tag = "users", params(UserIdQuery, IfMatch, IfNoneMatch),
     responses(
         (status = 200, description = "The user", body = User, headers(("ETag" = String, description = "The user's version, `\"<version>\"`"))),
         (status = 304, description = "Not modified: If-None-Match names the current version", headers(("ETag" = String, description = "The user's version, `\"<version>\"`"))),
         (status = 400, description = "user_id missing or not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong bearer token (when API_TOKENS is set)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not hold; the detail names the current version", body = Problem, content_type = "application/problem+json"),
         (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable; retry", body = Problem, content_type = "application/problem+json"),
     ),
@@ -276,11 +278,19 @@ pub async fn get_user(
     let user = state.database.get(id).await?;
     tracing::debug!(user_id = %id, found = user.is_some(), "user read");
     let user = user.ok_or(ApiError::UserNotFound)?;
-    let not_modified = match &preconditions.if_none_match {
-        Some(Versions::Any) => true,
-        Some(Versions::Listed(versions)) => versions.contains(&user.version),
-        None => false,
-    };
+    // RFC 9110, section 13.2.2: If-Match first, then If-None-Match.
+    let current = Some(user.version);
+    if preconditions
+        .if_match
+        .as_ref()
+        .is_some_and(|versions| !versions.names(current))
+    {
+        return Err(ApiError::PreconditionFailed { current });
+    }
+    let not_modified = preconditions
+        .if_none_match
+        .as_ref()
+        .is_some_and(|versions| versions.names(current));
     if not_modified {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag(user.version)))
@@ -328,8 +338,8 @@ pub async fn delete_user(
     }
 }
 
-/// `If-Match`: apply the change only to one of these versions of the user
-/// (strong comparison; `*`: to any existing one); 412 otherwise.
+/// `If-Match`: answer (read, apply the change) only when the user is at one of
+/// these versions (strong comparison; `*`: any existing user); 412 otherwise.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]

@@ -16,6 +16,7 @@ async fn captured_logs(log_format: &str) -> String {
         Command::new(env!("CARGO_BIN_EXE_user-info"))
             .env_remove("RUST_LOG")
             .env("LOG_FORMAT", log_format)
+            .env("API_TOKENS", "")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", "")
             .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
             .env("USER_INFO_HOST", "127.0.0.1")
@@ -80,6 +81,18 @@ async fn personal_data_never_appears_in_the_logs_at_the_default_level() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn authentication_off_is_logged_as_a_warning_naming_api_tokens() {
+    let logs = captured_logs("json").await;
+    let warnings: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|line| line.contains("API_TOKENS"))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert_eq!(warnings[0]["level"], "WARN", "{logs}");
 }
 
 #[tokio::test]

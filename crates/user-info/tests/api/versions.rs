@@ -293,3 +293,46 @@ async fn conditions_that_are_not_entity_tags_match_nothing() {
     assert_eq!(response.status(), 200, "If-None-Match held");
     assert_eq!(app.db.stored(id).unwrap().version, 2);
 }
+
+#[tokio::test]
+async fn an_etag_names_a_version_only_character_for_character_on_get_and_post() {
+    let app = spawn_app().await;
+    let id = create(&app, "A").await;
+    let path = format!("/user?user_id={id}");
+    let get_if_match = |value: &'static str| {
+        app.request(Method::GET, &path)
+            .header("if-match", value)
+            .send()
+    };
+
+    let refused = get_if_match("\"01\"").await.unwrap();
+    let body = problem(refused, 412).await;
+    assert!(body["detail"].as_str().unwrap().contains("\"1\""), "{body}");
+    for value in ["\"+1\"", "W/\"1\"", "\"2\""] {
+        problem(get_if_match(value).await.unwrap(), 412).await;
+    }
+    for value in ["\"1\"", "*", "\"7\", \"1\""] {
+        let read = get_if_match(value).await.unwrap();
+        assert_eq!(read.status(), 200, "If-Match: {value}");
+        assert_eq!(etag_of(&read), "\"1\"");
+        assert_eq!(read.json::<Value>().await.unwrap()["first_name"], "A");
+    }
+    let fresh = app
+        .request(Method::GET, &path)
+        .header("if-match", "\"1\"")
+        .header("if-none-match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 304, "If-Match holds, then If-None-Match");
+
+    let write = app
+        .post_user_with(
+            &json!({"user_id": id, "first_name": "B"}),
+            &[("if-match", "\"01\"")],
+        )
+        .await;
+    problem(write, 412).await;
+    let row = app.db.stored(id).unwrap();
+    assert_eq!((row.first_name.as_str(), row.version), ("A", 1));
+}
