@@ -87,6 +87,16 @@ pub trait FromVariables: Sized {
     fn from_variables(variables: HashMap<String, String>) -> Result<Self, SettingsError> {
         Self::read(Variables::Map(variables))
     }
+
+    /// From `(NAME, value)` pairs instead of the environment (tests).
+    fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, SettingsError> {
+        Self::from_variables(
+            pairs
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+        )
+    }
 }
 
 /// The variables of a process, defaults filled in; [`Source::get`] reads the

@@ -95,12 +95,7 @@ mod tests {
     use super::*;
 
     fn with(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        Settings::from_variables(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        Settings::from_pairs(pairs)
     }
 
     #[test]

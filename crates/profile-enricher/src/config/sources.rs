@@ -171,6 +171,42 @@ struct Given {
     origin: String,
 }
 
+impl Given {
+    /// The value parsed, or a refusal naming where it was given.
+    fn parse<T>(&self, parse: impl FnOnce(&str) -> Result<T, String>) -> anyhow::Result<T> {
+        parse(&self.text)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| self.origin.clone())
+    }
+}
+
+/// `404, 410`: statuses from 200 to 599.
+fn statuses(list: &str) -> Result<Vec<StatusCode>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|code| !code.is_empty())
+        .map(|code| {
+            code.parse::<u16>()
+                .ok()
+                .filter(|code| (200..=599).contains(code))
+                .and_then(|code| StatusCode::from_u16(code).ok())
+                .ok_or_else(|| format!("`{code}` is not a status from 200 to 599"))
+        })
+        .collect()
+}
+
+/// A positive number of calls per second, at most a million.
+fn calls_per_second(text: &str) -> Result<f64, String> {
+    let rate: f64 = settings::parse_number(text)?;
+    if rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0 {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "`{text}` calls per second must be above 0 and at most 1000000"
+        ))
+    }
+}
+
 /// Every declared source, in declared order. Each error names its variable
 /// (or the file's key).
 pub fn declared(
@@ -259,16 +295,10 @@ fn source(
     };
     let mut source = SourceSettings::named(name);
     if let Some(given) = given("method")? {
-        source.method = Method::parse(&given.text)
-            .map_err(anyhow::Error::msg)
-            .context(given.origin)?;
+        source.method = given.parse(Method::parse)?;
     }
     if let Some(given) = given("url")? {
-        source.url = Some(
-            UrlTemplate::parse(&given.text)
-                .map_err(anyhow::Error::msg)
-                .context(given.origin)?,
-        );
+        source.url = Some(given.parse(UrlTemplate::parse)?);
     }
     if let Some(given) = given("body")? {
         ensure!(
@@ -276,71 +306,32 @@ fn source(
             "{}: a GET source sends no body",
             given.origin
         );
-        source.body = BodyTemplate::parse(&given.text)
-            .map_err(anyhow::Error::msg)
-            .context(given.origin)?;
+        source.body = given.parse(BodyTemplate::parse)?;
     }
     source.headers = headers(name, variables, table)?;
     if let Some(given) = given("select")? {
-        source.answer.select = Some(
-            Pointer::parse(&given.text)
-                .map_err(anyhow::Error::msg)
-                .context(given.origin)?,
-        );
+        source.answer.select = Some(given.parse(Pointer::parse)?);
     }
     if let Some(given) = given("into")? {
         source.answer.into = Some(given.text);
     }
     if let Some(given) = given("not_found")? {
-        source.not_found = given
-            .text
-            .split(',')
-            .map(str::trim)
-            .filter(|code| !code.is_empty())
-            .map(|code| {
-                code.parse::<u16>()
-                    .ok()
-                    .filter(|code| (200..=599).contains(code))
-                    .and_then(|code| StatusCode::from_u16(code).ok())
-                    .with_context(|| format!("`{code}` is not a status from 200 to 599"))
-            })
-            .collect::<anyhow::Result<_>>()
-            .context(given.origin)?;
+        source.not_found = given.parse(statuses)?;
     }
     if let Some(given) = given("rate_limit")? {
-        let rate: f64 = settings::parse_number(&given.text)
-            .map_err(anyhow::Error::msg)
-            .context(given.origin.clone())?;
-        ensure!(
-            rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0,
-            "{}: calls per second must be above 0 and at most 1000000",
-            given.origin
-        );
-        source.rate_limit = Some(rate);
+        source.rate_limit = Some(given.parse(calls_per_second)?);
     }
     if let Some(given) = given("timeout")? {
-        source.attempt_timeout = Some(
-            settings::parse_seconds(&given.text)
-                .map_err(anyhow::Error::msg)
-                .context(given.origin)?,
-        );
+        source.attempt_timeout = Some(given.parse(settings::parse_seconds)?);
     }
     if let Some(given) = given("max_retries")? {
-        source.max_retries = Some(
-            settings::parse_number(&given.text)
-                .map_err(anyhow::Error::msg)
-                .context(given.origin)?,
-        );
+        source.max_retries = Some(given.parse(settings::parse_number)?);
     }
     if let Some(given) = given("max_concurrency")? {
-        source.max_concurrency = Some(
-            settings::parse_number(&given.text)
-                .map_err(anyhow::Error::msg)
-                .context(given.origin)?,
-        );
+        source.max_concurrency = Some(given.parse(settings::parse_number)?);
     }
     if let Some(given) = given("required")? {
-        source.required = parse_flag(&given.text).context(given.origin)?;
+        source.required = given.parse(parse_flag)?;
     }
     Ok(source)
 }
@@ -398,10 +389,10 @@ fn is_source_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-fn parse_flag(text: &str) -> anyhow::Result<bool> {
+fn parse_flag(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => anyhow::bail!("`{text}` is not true or false"),
+        _ => Err(format!("`{text}` is not true or false")),
     }
 }

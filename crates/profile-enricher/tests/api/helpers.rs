@@ -49,7 +49,8 @@ pub fn test_settings(upstream: &MockServer) -> Settings {
 }
 
 /// An app whose settings are read from `variables` (as the environment would
-/// give them) over the test defaults of [`test_settings`].
+/// give them), `EXTERNAL_API_URL` the mock upstream and backoffs short unless
+/// they say otherwise.
 pub async fn spawn_app_from_variables(variables: &[(&str, &str)]) -> TestApp {
     let upstream = MockServer::start().await;
     let mut map: HashMap<String, String> = variables
@@ -63,15 +64,7 @@ pub async fn spawn_app_from_variables(variables: &[(&str, &str)]) -> TestApp {
     let mut settings = from_variables(map).expect("settings");
     settings.host = "127.0.0.1".to_owned();
     settings.port = 0;
-    LazyLock::force(&TRACING);
-    let application = Application::build(settings).await.expect("application");
-    let address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until_stopped());
-    TestApp {
-        address,
-        upstream,
-        http: reqwest::Client::new(),
-    }
+    launch(settings, upstream).await
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -79,10 +72,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
-    LazyLock::force(&TRACING);
     let upstream = MockServer::start().await;
     let mut settings = test_settings(&upstream);
     customise(&mut settings);
+    launch(settings, upstream).await
+}
+
+/// Starts the application on its own task.
+async fn launch(settings: Settings, upstream: MockServer) -> TestApp {
+    LazyLock::force(&TRACING);
     let application = Application::build(settings).await.expect("application");
     let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());

@@ -22,8 +22,26 @@ fn ann() -> Value {
            "address": {"street": "1 Rue de la Paix", "city": "São Paulo", "zip_code": "01000-000"}})
 }
 
+/// [`ann`] under another userId: a request no coalescing merges with hers.
+fn someone_else() -> Value {
+    let mut profile = ann();
+    profile["userId"] = json!("someone-else");
+    profile
+}
+
 async fn post(app: &TestApp, profile: &Value) -> reqwest::Response {
     app.post_users(serde_json::to_vec(profile).unwrap()).await
+}
+
+/// A 503 refusal's `Retry-After` (whole seconds) and problem.
+async fn refusal(response: reqwest::Response) -> (u64, Value) {
+    assert_eq!(response.status(), 503);
+    let wait = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (wait, assert_problem(response, 503).await)
 }
 
 /// The TOML block of README's "Connecting a real provider", its hosts pointed at
@@ -334,18 +352,10 @@ async fn a_request_whose_turn_would_pass_its_deadline_gets_503_at_once() {
     app.upstream_answers(json_answer(json!({"ok": true}))).await;
     assert_eq!(post(&app, &ann()).await.status(), 200);
 
-    let mut other = ann();
-    other["userId"] = json!("someone-else");
-    let response = post(&app, &other).await;
+    let response = post(&app, &someone_else()).await;
 
-    assert_eq!(response.status(), 503);
-    let wait: u64 = response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (wait, problem) = refusal(response).await;
     assert!((9..=10).contains(&wait), "Retry-After {wait}");
-    let problem = assert_problem(response, 503).await;
     assert_eq!(problem["type"], "/problems/upstream-rate-limited");
     assert_eq!(app.upstream_requests().await.len(), 1);
 }
@@ -368,17 +378,8 @@ async fn a_429_with_retry_after_pauses_the_source_for_every_other_request() {
     assert_eq!(first.status(), 504);
 
     // Another user's request does not call the source at all while it is paused.
-    let mut other = ann();
-    other["userId"] = json!("someone-else");
-    let response = post(&app, &other).await;
-    assert_eq!(response.status(), 503);
-    let wait: u64 = response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (wait, problem) = refusal(post(&app, &someone_else()).await).await;
     assert!((28..=30).contains(&wait), "Retry-After {wait}");
-    let problem = assert_problem(response, 503).await;
     assert_eq!(problem["type"], "/problems/upstream-paused");
     assert!(problem["detail"].as_str().unwrap().contains("people"));
     assert_eq!(app.upstream_requests().await.len(), 1);
@@ -400,9 +401,7 @@ async fn requests_arriving_during_a_short_pause_wait_for_its_end_then_call() {
         while arrivals.lock().unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut other = ann();
-        other["userId"] = json!("someone-else");
-        post(&app, &other).await
+        post(&app, &someone_else()).await
     };
     let (first, second) = futures::join!(first, second);
 
