@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use domain::ParseError;
 use service_kit::error_chain;
 use service_kit::http::{Problem, problem_response, retry_after};
-use user_store::StoreError;
+use user_store::{ConstraintRefusal, StoreError};
 
 /// How long a client is asked to wait after a 503 (`Retry-After`).
 const DATABASE_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -77,15 +77,18 @@ impl ApiError {
                 "Idempotency-Key reused",
                 self.to_string(),
             ),
-            ApiError::Store(error) => {
-                // The cause chain can be long; it is logged here once, never answered.
-                tracing::error!(error = error_chain(error), "database error");
-                let detail = match error {
-                    StoreError::NotReady => error.to_string(),
-                    _ => "the database cannot be reached right now; retry later".to_owned(),
-                };
-                Problem::typed(503, "database-unavailable", "Database unavailable", detail)
-            }
+            ApiError::Store(error) => match error.constraint_refusal() {
+                Some(refusal) => refused(refusal),
+                None => {
+                    // The cause chain can be long; it is logged here once, never answered.
+                    tracing::error!(error = error_chain(error), "database error");
+                    let detail = match error {
+                        StoreError::NotReady => error.to_string(),
+                        _ => "the database cannot be reached right now; retry later".to_owned(),
+                    };
+                    Problem::typed(503, "database-unavailable", "Database unavailable", detail)
+                }
+            },
             ApiError::Metrics(_) => {
                 // Unexpected: logged with its cause chain, answered opaquely.
                 tracing::error!(error = error_chain(self), "unexpected error");
@@ -100,6 +103,26 @@ impl ApiError {
     }
 }
 
+/// A constraint's refusal: 409 when the data conflicts with other rows, 422 when
+/// it is refused in itself; naming the constraint (a schema name), never a value.
+fn refused(refusal: ConstraintRefusal) -> Problem {
+    let constraint = refusal.constraint.as_deref().unwrap_or("(unnamed)");
+    tracing::warn!(
+        constraint,
+        kind = refusal.kind,
+        "the database refused a change"
+    );
+    let detail = format!(
+        "the database refused the change: it breaks the {} constraint `{constraint}`",
+        refusal.kind
+    );
+    if refusal.conflict {
+        Problem::typed(409, "constraint-conflict", "Conflict", detail)
+    } else {
+        Problem::typed(422, "constraint-violated", "Unprocessable Content", detail)
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -110,14 +133,20 @@ impl ResponseError for ApiError {
             ApiError::UserNotFound => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::KeyInFlight => StatusCode::CONFLICT,
-            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(error) => match error.constraint_refusal() {
+                Some(refusal) if refusal.conflict => StatusCode::CONFLICT,
+                Some(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                None => StatusCode::SERVICE_UNAVAILABLE,
+            },
             ApiError::Metrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = problem_response(&self.problem());
-        if matches!(self, ApiError::Store(_) | ApiError::KeyInFlight) {
+        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE
+            || matches!(self, ApiError::KeyInFlight)
+        {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, retry_after(DATABASE_RETRY_AFTER));

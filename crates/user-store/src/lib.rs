@@ -145,6 +145,49 @@ pub enum StoreError {
     Contention,
 }
 
+/// A change the database refused because of the data itself: a constraint
+/// (SQLSTATE class 23) - maybe one an operator added. The client's to fix, not a
+/// reason to retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConstraintRefusal {
+    /// UNIQUE, foreign key, exclusion: the data conflicts with other rows (HTTP 409).
+    /// CHECK, NOT NULL: the data itself is refused (HTTP 422).
+    pub conflict: bool,
+    /// What the constraint is (`UNIQUE`, `CHECK`, ...), for the answer.
+    pub kind: &'static str,
+    /// The constraint's name, when PostgreSQL gives it (a schema name, never a value).
+    pub constraint: Option<String>,
+}
+
+impl StoreError {
+    /// The constraint that refused the change, when that is why it was refused.
+    pub fn constraint_refusal(&self) -> Option<ConstraintRefusal> {
+        use diesel::result::DatabaseErrorKind as Kind;
+        let StoreError::Rejected(error) = self else {
+            return None;
+        };
+        let diesel::result::Error::DatabaseError(kind, info) =
+            error.downcast_ref::<diesel::result::Error>()?
+        else {
+            return None;
+        };
+        let (conflict, kind) = match kind {
+            Kind::UniqueViolation => (true, "UNIQUE"),
+            Kind::ForeignKeyViolation => (true, "FOREIGN KEY"),
+            Kind::ExclusionViolation => (true, "EXCLUDE"),
+            Kind::RestrictViolation => (true, "RESTRICT"),
+            Kind::CheckViolation => (false, "CHECK"),
+            Kind::NotNullViolation => (false, "NOT NULL"),
+            _ => return None,
+        };
+        Some(ConstraintRefusal {
+            conflict,
+            kind,
+            constraint: info.constraint_name().map(str::to_owned),
+        })
+    }
+}
+
 impl From<diesel::result::Error> for StoreError {
     fn from(error: diesel::result::Error) -> Self {
         use diesel::result::DatabaseErrorKind::{ClosedConnection, UnableToSendCommand};

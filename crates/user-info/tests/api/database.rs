@@ -198,3 +198,50 @@ async fn an_update_lands_again(app: &crate::helpers::TestApp, id: &str) {
     );
     assert_eq!(app.db.stored(id.parse().unwrap()).unwrap().first_name, "C");
 }
+
+#[tokio::test]
+async fn a_write_an_operator_s_check_constraint_refuses_is_a_422_naming_it_not_a_503() {
+    let app = crate::helpers::spawn_app().await;
+    app.db.execute(
+        "ALTER TABLE user_info ADD CONSTRAINT first_name_short CHECK (length(first_name) < 10)",
+    );
+
+    let refused = app
+        .post_user(&json!({"user_id": Uuid::new_v4(), "first_name": "Bartholomew"}))
+        .await;
+
+    assert!(!refused.headers().contains_key("retry-after"));
+    let body = problem(refused, 422).await;
+    assert_eq!(body["type"], "/problems/constraint-violated");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("first_name_short"), "{detail}");
+    assert!(!detail.contains("Bartholomew"), "{detail}");
+    assert_eq!(app.db.count(), 0);
+    let allowed = app
+        .post_user(&json!({"user_id": Uuid::new_v4(), "first_name": "Bart"}))
+        .await;
+    assert_eq!(allowed.status(), 201);
+}
+
+#[tokio::test]
+async fn a_write_an_operator_s_unique_index_refuses_is_a_409_naming_it() {
+    let app = crate::helpers::spawn_app().await;
+    app.db
+        .execute("CREATE UNIQUE INDEX user_info_email_unique ON user_info (lower(email))");
+    let first = app
+        .post_user(&json!({"user_id": Uuid::new_v4(), "email": "ann@example.com"}))
+        .await;
+    assert_eq!(first.status(), 201);
+
+    let twin = app
+        .post_user(&json!({"user_id": Uuid::new_v4(), "email": "ANN@example.com"}))
+        .await;
+
+    assert!(!twin.headers().contains_key("retry-after"));
+    let body = problem(twin, 409).await;
+    assert_eq!(body["type"], "/problems/constraint-conflict");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("user_info_email_unique"), "{detail}");
+    assert!(!detail.contains("ann@"), "{detail}");
+    assert_eq!(app.db.count(), 1);
+}

@@ -24,7 +24,7 @@ async fn the_openapi_document_lists_every_endpoint_and_status() {
             "/user",
             "patch",
             &[
-                "200", "400", "401", "404", "412", "413", "415", "422", "503",
+                "200", "400", "401", "404", "409", "412", "413", "415", "422", "503",
             ],
         ),
         (
@@ -35,7 +35,7 @@ async fn the_openapi_document_lists_every_endpoint_and_status() {
         (
             "/user",
             "delete",
-            &["204", "400", "401", "404", "412", "503"],
+            &["204", "400", "401", "404", "409", "412", "503"],
         ),
         ("/health", "get", &["200"]),
         ("/ready", "get", &["200", "503"]),
