@@ -216,7 +216,9 @@ impl Database {
             }
             let outcome = merge_if(conn, id, fields, preconditions, true).await?;
             let answer = answer(&outcome);
-            idempotency::keep(conn, key, fingerprint, &answer, ttl).await?;
+            // A 2xx answer holds the stored user, written by this transaction.
+            let holds = (200..300).contains(&answer.status).then_some(id);
+            idempotency::keep(conn, key, fingerprint, &answer, holds, ttl).await?;
             Ok(Keyed::First(answer))
         });
         let result = self.bounded(transaction).await;

@@ -8,7 +8,9 @@
 //! else applies the change and records its answer. The change and its answer
 //! commit together or not at all: a request that failed half-way leaves no key
 //! behind, and its retry starts afresh. Expired rows count as absent (and are
-//! replaced); [`purge_expired`] removes them.
+//! replaced); [`purge_expired`] removes them. An answer that holds a user is
+//! deleted with that user (a foreign key, `ON DELETE CASCADE`): no personal data
+//! outlives its erasure in a kept answer.
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use diesel::QueryResult;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Bytea, Double, Nullable, SmallInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
 
 /// An answer as it was given, to give again.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
@@ -89,25 +92,31 @@ pub(crate) async fn kept(
 }
 
 /// Records the first answer for `ttl` (replacing an expired row of the key).
+/// `user`: the user the answer holds, whose deletion deletes the answer (its
+/// row must exist: the answer is kept in the transaction that wrote it).
 pub(crate) async fn keep(
     conn: &mut AsyncPgConnection,
     key: &str,
     fingerprint: &[u8],
     answer: &StoredAnswer,
+    user: Option<Uuid>,
     ttl: Duration,
 ) -> QueryResult<()> {
     diesel::sql_query(
-        "INSERT INTO idempotency_keys (key, fingerprint, status, response_body, etag, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, now() + $6 * interval '1 second') \
+        "INSERT INTO idempotency_keys \
+             (key, fingerprint, status, response_body, etag, user_id, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 second') \
          ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
              status = EXCLUDED.status, response_body = EXCLUDED.response_body, \
-             etag = EXCLUDED.etag, created_at = now(), expires_at = EXCLUDED.expires_at",
+             etag = EXCLUDED.etag, user_id = EXCLUDED.user_id, created_at = now(), \
+             expires_at = EXCLUDED.expires_at",
     )
     .bind::<Text, _>(key)
     .bind::<Bytea, _>(fingerprint)
     .bind::<SmallInt, _>(answer.status)
     .bind::<Text, _>(&answer.body)
     .bind::<Nullable<Text>, _>(answer.etag.as_deref())
+    .bind::<Nullable<diesel::sql_types::Uuid>, _>(user)
     .bind::<Double, _>(ttl.as_secs_f64())
     .execute(conn)
     .await

@@ -55,5 +55,6 @@ diesel::table! {
         etag -> Nullable<Text>,
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
+        user_id -> Nullable<Uuid>,
     }
 }

@@ -245,3 +245,60 @@ async fn a_write_an_operator_s_unique_index_refuses_is_a_409_naming_it() {
     assert!(!detail.contains("ann@"), "{detail}");
     assert_eq!(app.db.count(), 1);
 }
+
+/// Every migration's `down.sql` reverts its `up.sql` (all of them down, then up
+/// again), and the erasure migration ties the answers kept before it to their
+/// users - dropping those whose user is already gone.
+#[tokio::test]
+async fn migrations_revert_and_answers_kept_before_the_erasure_migration_follow_their_user() {
+    use diesel_migrations::MigrationHarness;
+    let db = TestDatabase::create();
+    let mut conn = db.connect();
+    let pending = conn
+        .pending_migrations(user_store::migrate::MIGRATIONS)
+        .unwrap()
+        .len();
+    for _ in 1..pending {
+        conn.run_next_migration(user_store::migrate::MIGRATIONS)
+            .unwrap();
+    }
+    let (kept, gone) = (Uuid::new_v4(), Uuid::new_v4());
+    db.execute(&format!(
+        "INSERT INTO user_info (user_id, first_name) VALUES ('{kept}', 'Kept');
+         INSERT INTO idempotency_keys (key, fingerprint, status, response_body, expires_at) VALUES
+           ('of-kept', '\\x00', 201, '{{\"user_id\":\"{kept}\",\"first_name\":\"Kept\"}}', now() + interval '1 day'),
+           ('of-gone', '\\x00', 201, '{{\"user_id\":\"{gone}\",\"email\":\"gone@example.com\"}}', now() + interval '1 day'),
+           ('a-412', '\\x00', 412, '{{\"status\":412}}', now() + interval '1 day');"
+    ));
+
+    conn.run_next_migration(user_store::migrate::MIGRATIONS)
+        .unwrap();
+
+    let count = |sql: &str| {
+        db.count_where(&format!(
+            "SELECT count(*) AS n FROM idempotency_keys WHERE {sql}"
+        ))
+    };
+    assert_eq!(count(&format!("key = 'of-kept' AND user_id = '{kept}'")), 1);
+    assert_eq!(
+        count("key = 'of-gone'"),
+        0,
+        "an answer outlived its deleted user"
+    );
+    assert_eq!(count("key = 'a-412' AND user_id IS NULL"), 1);
+    db.execute(&format!("DELETE FROM user_info WHERE user_id = '{kept}'"));
+    assert_eq!(count("key = 'of-kept'"), 0);
+
+    conn.revert_all_migrations(user_store::migrate::MIGRATIONS)
+        .unwrap();
+    assert_eq!(
+        db.count_where(
+            "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'public' \
+             AND table_name <> '__diesel_schema_migrations'"
+        ),
+        0,
+        "a down.sql left a table behind"
+    );
+    conn.run_pending_migrations(user_store::migrate::MIGRATIONS)
+        .unwrap();
+}

@@ -292,3 +292,60 @@ async fn five_keyed_posts_without_user_id_sent_while_the_first_is_held_in_flight
         *created[0]
     );
 }
+
+#[tokio::test]
+async fn deleting_a_user_erases_its_kept_answers_and_a_retry_answers_as_a_new_request() {
+    let app = spawn_app().await;
+    let id = Uuid::new_v4();
+    let body = json!({"user_id": id, "first_name": "Erasable", "email": "erase.me@example.com"});
+    let key = [("idempotency-key", "erasure")];
+    let first = answer(app.post_user_with(&body, &key).await).await;
+    assert_eq!(first.0, 201);
+    // An answer without personal data (a 412 for another user) is kept as it is.
+    let other = [("idempotency-key", "precondition")];
+    let refused = app
+        .post_user_with(
+            &json!({"user_id": Uuid::new_v4(), "first_name": "X"}),
+            &[other[0], ("if-match", "\"7\"")],
+        )
+        .await;
+    assert_eq!(refused.status(), 412);
+    assert_eq!(keys(&app), 2);
+
+    let deleted = app.delete(&format!("/user?user_id={id}")).await;
+
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(
+        app.db.count_where(
+            "SELECT count(*) AS n FROM idempotency_keys WHERE response_body LIKE '%erase.me%'"
+        ),
+        0,
+        "the deleted user's data outlived it in a kept answer"
+    );
+    assert_eq!(keys(&app), 1, "the answer without personal data stays");
+    let retried = answer(app.post_user_with(&body, &key).await).await;
+    assert_eq!(retried.0, 201, "a retry after the erasure is a new request");
+    assert_eq!(
+        app.db.count_where(&format!(
+            "SELECT count(*) AS n FROM user_info WHERE user_id = '{id}'"
+        )),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_user_deleted_by_hand_takes_its_kept_answers_with_it() {
+    let app = spawn_app().await;
+    let body = json!({"first_name": "Tombstoned", "email": "gone@example.com"});
+    let first = answer(
+        app.post_user_with(&body, &[("idempotency-key", "by-hand")])
+            .await,
+    )
+    .await;
+    assert_eq!(first.0, 201);
+
+    // As a Kafka tombstone or an operator would: the row goes, whatever deleted it.
+    app.db.execute("DELETE FROM user_info");
+
+    assert_eq!(keys(&app), 0);
+}

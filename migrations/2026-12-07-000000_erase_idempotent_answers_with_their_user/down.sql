@@ -1,0 +1,2 @@
+DROP INDEX idempotency_keys_user_id;
+ALTER TABLE idempotency_keys DROP COLUMN user_id;
