@@ -31,8 +31,27 @@ struct Own {
     user_info_port: u16,
     #[serde(default)]
     api_tokens: ApiTokens,
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "idempotency_key_ttl")]
     idempotency_key_ttl: Duration,
+}
+
+/// The longest `IDEMPOTENCY_KEY_TTL`: a week of answers is plenty for any retry,
+/// and a longer one is surely a unit mistake that would fill the table.
+pub const MAX_IDEMPOTENCY_KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Seconds, above 0 (0 would keep nothing while promising to) and at most
+/// [`MAX_IDEMPOTENCY_KEY_TTL`].
+fn idempotency_key_ttl<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    let ttl = seconds(deserializer)?;
+    if ttl.is_zero() || ttl > MAX_IDEMPOTENCY_KEY_TTL {
+        return Err(serde::de::Error::custom(format!(
+            "IDEMPOTENCY_KEY_TTL must be above 0 and at most {} seconds",
+            MAX_IDEMPOTENCY_KEY_TTL.as_secs()
+        )));
+    }
+    Ok(ttl)
 }
 
 impl FromVariables for Settings {
@@ -115,5 +134,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("idempotency_key_ttl"), "{error}");
+    }
+
+    #[test]
+    fn an_idempotency_key_ttl_of_0_or_over_a_week_stops_the_service_naming_it() {
+        for ttl in ["0", "604801", "1e12"] {
+            let error = with(&[("IDEMPOTENCY_KEY_TTL", ttl)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("IDEMPOTENCY_KEY_TTL"), "{ttl}: {error}");
+        }
+        let week = with(&[("IDEMPOTENCY_KEY_TTL", "604800")]).unwrap();
+        assert_eq!(week.idempotency_key_ttl, MAX_IDEMPOTENCY_KEY_TTL);
+        assert!(with(&[("IDEMPOTENCY_KEY_TTL", "0.5")]).is_ok());
     }
 }

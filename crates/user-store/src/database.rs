@@ -225,11 +225,20 @@ impl Database {
         settle(conn, result)
     }
 
-    /// Deletes the idempotency keys that have expired; returns how many.
+    /// Deletes the idempotency keys that have expired, in batches of
+    /// [`crate::PURGE_BATCH`] each bounded by the query timeout; returns how
+    /// many. Stops at once when another replica is purging.
     pub async fn purge_expired_keys(&self) -> Result<usize, StoreError> {
-        let mut conn = self.checkout().await?;
-        let result = self.bounded(idempotency::purge_expired(&mut conn)).await;
-        settle(conn, result)
+        let mut purged = 0;
+        loop {
+            let mut conn = self.checkout().await?;
+            let result = self.bounded(idempotency::purge_expired(&mut conn)).await;
+            let batch = settle(conn, result)?;
+            purged += batch;
+            if batch < idempotency::PURGE_BATCH {
+                return Ok(purged);
+            }
+        }
     }
 
     /// Applies a batch of Kafka records, already folded to one operation per

@@ -123,9 +123,22 @@ pub(crate) async fn keep(
     .map(|_| ())
 }
 
-/// Deletes the expired keys; returns how many.
+/// Expired keys deleted by one purge statement at most: a backlog (a replica
+/// that was down, a burst of keys) is worked off in statements each well within
+/// the query timeout, never one that times out again and again.
+pub const PURGE_BATCH: usize = 1000;
+
+/// Deletes up to [`PURGE_BATCH`] expired keys, oldest first; returns how many.
+/// Nothing when another replica is purging (a transaction-scoped advisory lock:
+/// one replica at a time, never two contending for the same rows).
 pub(crate) async fn purge_expired(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
-    diesel::sql_query("DELETE FROM idempotency_keys WHERE expires_at <= now()")
-        .execute(conn)
-        .await
+    diesel::sql_query(
+        "WITH turn AS (SELECT pg_try_advisory_xact_lock(hashtextextended('idempotency_keys purge', 0)) AS held) \
+         DELETE FROM idempotency_keys WHERE (SELECT held FROM turn) AND key IN ( \
+             SELECT key FROM idempotency_keys WHERE expires_at <= now() \
+             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(PURGE_BATCH as i64)
+    .execute(conn)
+    .await
 }

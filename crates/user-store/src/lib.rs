@@ -57,7 +57,7 @@ use service_kit::settings::{number, seconds};
 
 pub use conditions::{Outcome, Preconditions, Versions};
 pub use database::{Database, PoolStatus};
-pub use idempotency::{Keyed, StoredAnswer};
+pub use idempotency::{Keyed, PURGE_BATCH, StoredAnswer};
 pub use isolate::{Refusal, UserRecords};
 pub use offsets::OffsetAdvance;
 pub use schema::User;

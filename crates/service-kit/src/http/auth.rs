@@ -108,6 +108,25 @@ impl ApiTokens {
     }
 }
 
+/// Who is calling, as far as a bearer token says: the first 16 bytes of its
+/// SHA-256 in hex (never the token itself), or `None` without a bearer token.
+/// For state kept per caller, such as idempotency keys.
+pub fn caller_scope(authorization: Option<&HeaderValue>) -> Option<String> {
+    let (scheme, token) = authorization
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().split_once(' '))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let digest = digest(token.trim());
+    Some(
+        digest[..16]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect(),
+    )
+}
+
 fn digest(token: &str) -> [u8; 32] {
     sha2::Sha256::digest(token.as_bytes()).into()
 }
@@ -133,6 +152,26 @@ mod tests {
 
     fn header(value: &'static str) -> Option<HeaderValue> {
         Some(HeaderValue::from_static(value))
+    }
+
+    #[test]
+    fn a_caller_s_scope_is_its_token_s_digest_never_the_token() {
+        let alpha = caller_scope(header("Bearer alpha-0123456789").as_ref()).unwrap();
+        assert_eq!(alpha.len(), 32);
+        assert!(!alpha.contains("alpha"));
+        assert_eq!(
+            caller_scope(header("bearer  alpha-0123456789 ").as_ref()),
+            Some(alpha.clone())
+        );
+        assert_ne!(
+            caller_scope(header("Bearer bravo-0123456789").as_ref()),
+            Some(alpha)
+        );
+        assert_eq!(
+            caller_scope(header("Basic YWxhZGRpbjpvcGVu").as_ref()),
+            None
+        );
+        assert_eq!(caller_scope(None), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod openapi;
 mod problem;
 mod span;
 
-pub use auth::{ApiTokens, MIN_TOKEN_LENGTH, OPEN_PATHS, TokenTooShort};
+pub use auth::{ApiTokens, MIN_TOKEN_LENGTH, OPEN_PATHS, TokenTooShort, caller_scope};
 pub use body::{BodyError, JsonBody, MAX_BODY_BYTES, MediaType, MergePatchBody};
 pub use explorer::{__path_docs, DocsPage, docs};
 pub use guard::{MAX_HEAD_BYTES, guard, head_size};

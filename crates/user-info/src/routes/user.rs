@@ -24,9 +24,20 @@ fn user_response(status: StatusCode, user: &User) -> HttpResponse {
         .json(user)
 }
 
-/// The request's `Idempotency-Key`, if any; 400 when it is not 1-255 visible
-/// ASCII characters (or sent twice).
+/// The request's `Idempotency-Key`, if any, scoped to the caller: prefixed with
+/// the digest of its bearer token (when it sends one), so that one client's key
+/// never replays another's answer. 400 when it is not 1-255 visible ASCII
+/// characters (or sent twice).
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let key = unscoped_idempotency_key(req)?;
+    let scope = service_kit::http::caller_scope(req.headers().get(header::AUTHORIZATION));
+    Ok(match (key, scope) {
+        (Some(key), Some(scope)) => Some(format!("{scope}/{key}")),
+        (key, _) => key,
+    })
+}
+
+fn unscoped_idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let mut values = req.headers().get_all(IDEMPOTENCY_KEY);
     let Some(value) = values.next() else {
         return Ok(None);

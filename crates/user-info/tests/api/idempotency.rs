@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use serde_json::{Value, json};
+use user_store::Database;
 use uuid::Uuid;
 
 use crate::helpers::{
@@ -347,5 +348,66 @@ async fn a_user_deleted_by_hand_takes_its_kept_answers_with_it() {
     // As a Kafka tombstone or an operator would: the row goes, whatever deleted it.
     app.db.execute("DELETE FROM user_info");
 
+    assert_eq!(keys(&app), 0);
+}
+
+#[tokio::test]
+async fn one_caller_s_key_never_replays_another_caller_s_answer() {
+    let db = TestDatabase::create();
+    let mut config = settings(&db.url);
+    config.api_tokens =
+        service_kit::http::ApiTokens::parse("caller-a-token-0123,caller-b-token-0123").unwrap();
+    let app = spawn_configured(db, config).await;
+    app.wait_until_ready().await;
+    let post = |token: &'static str| {
+        app.client
+            .post(format!("{}/user", app.address))
+            .bearer_auth(token)
+            .header("idempotency-key", "order-1")
+            .json(&json!({"first_name": "Same body"}))
+            .send()
+    };
+
+    let a = answer(post("caller-a-token-0123").await.unwrap()).await;
+    let b = answer(post("caller-b-token-0123").await.unwrap()).await;
+    let a_again = answer(post("caller-a-token-0123").await.unwrap()).await;
+
+    assert_eq!((a.0, b.0), (201, 201), "each caller's first use is its own");
+    assert_ne!(a.2["user_id"], b.2["user_id"], "B got A's answer");
+    assert_eq!(a_again.2, a.2, "A's retry replays A's answer");
+    assert_eq!(app.db.count(), 2);
+    assert_eq!(
+        app.db
+            .count_where("SELECT count(*) AS n FROM idempotency_keys WHERE key LIKE '%caller-%'"),
+        0,
+        "a token was stored"
+    );
+}
+
+#[tokio::test]
+async fn expired_keys_are_purged_in_batches_and_not_while_another_replica_purges() {
+    let app = spawn_app().await;
+    app.wait_until_ready().await;
+    let backlog = user_store::PURGE_BATCH * 2 + 500;
+    app.db.execute(&format!(
+        "INSERT INTO idempotency_keys (key, fingerprint, status, response_body, expires_at) \
+         SELECT 'old-' || g, '\\x00', 412, '{{}}', now() - interval '1 hour' \
+         FROM generate_series(1, {backlog}) AS g"
+    ));
+    let store = Database::start(&settings(&app.db.url).database, "test-purge").unwrap();
+    assert!(eventually(Duration::from_secs(20), || async { store.is_migrated() }).await);
+
+    // Another replica purging: it holds the purge's lock.
+    let mut other = app.db.connect();
+    other
+        .batch_execute(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('idempotency_keys purge', 0))",
+        )
+        .unwrap();
+    assert_eq!(store.purge_expired_keys().await.unwrap(), 0);
+    assert_eq!(keys(&app), backlog as i64);
+    other.batch_execute("COMMIT").unwrap();
+
+    assert_eq!(store.purge_expired_keys().await.unwrap(), backlog);
     assert_eq!(keys(&app), 0);
 }
