@@ -165,19 +165,37 @@ pub(crate) async fn merge_many<W: Written>(
     }
 }
 
+/// Whether the change `c` changes anything of the stored row `u` (a field is
+/// `NULL` in `c` when the change leaves it alone).
+macro_rules! changes_anything {
+    () => {
+        "(ROW(COALESCE(c.first_name, u.first_name), COALESCE(c.last_name, u.last_name), \
+              COALESCE(c.email, u.email), COALESCE(c.phone_number, u.phone_number)) \
+          IS DISTINCT FROM ROW(u.first_name, u.last_name, u.email, u.phone_number))"
+    };
+}
+
 /// What a change does to a stored row `u` from the change `c`: the one place
 /// where `updated_at` and `version` move, in the same statement as the fields,
-/// for every writer (HTTP, conditional or not, and Kafka batches).
+/// for every writer (HTTP, conditional or not, and Kafka batches) - and only
+/// when a value changes: a retry, a replayed record or an identical `POST`
+/// keeps the version, the ETag and `updated_at`.
 macro_rules! update_head {
     () => {
-        "UPDATE user_info AS u SET \
-            first_name = COALESCE(c.first_name, u.first_name), \
-            last_name = COALESCE(c.last_name, u.last_name), \
-            email = COALESCE(c.email, u.email), \
-            phone_number = COALESCE(c.phone_number, u.phone_number), \
-            updated_at = now(), \
-            version = u.version + 1 \
-         FROM "
+        concat!(
+            "UPDATE user_info AS u SET \
+                first_name = COALESCE(c.first_name, u.first_name), \
+                last_name = COALESCE(c.last_name, u.last_name), \
+                email = COALESCE(c.email, u.email), \
+                phone_number = COALESCE(c.phone_number, u.phone_number), \
+                updated_at = CASE WHEN ",
+            changes_anything!(),
+            " THEN now() ELSE u.updated_at END, \
+                version = CASE WHEN ",
+            changes_anything!(),
+            " THEN u.version + 1 ELSE u.version END \
+             FROM "
+        )
     };
 }
 
@@ -189,10 +207,13 @@ pub(crate) const UPDATE_SQL: (&str, &str) = (
      WHERE u.user_id = c.user_id",
 );
 
+/// A user created under an id that was deleted before starts after the
+/// deleted one's last version (`user_tombstones`): versions never repeat.
 pub(crate) const INSERT_SQL: (&str, &str) = (
-    "INSERT INTO user_info AS u (user_id, first_name, last_name, email, phone_number) \
+    "INSERT INTO user_info AS u (user_id, first_name, last_name, email, phone_number, version) \
      SELECT c.user_id, COALESCE(c.first_name, ''), COALESCE(c.last_name, ''), \
-            COALESCE(c.email, ''), COALESCE(c.phone_number, '') \
+            COALESCE(c.email, ''), COALESCE(c.phone_number, ''), \
+            COALESCE((SELECT t.version FROM user_tombstones AS t WHERE t.user_id = c.user_id), 0) + 1 \
      FROM ",
     " AS c(user_id, first_name, last_name, email, phone_number) \
      ON CONFLICT (user_id) DO NOTHING",

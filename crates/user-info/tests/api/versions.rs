@@ -336,3 +336,100 @@ async fn an_etag_names_a_version_only_character_for_character_on_get_and_post() 
     let row = app.db.stored(id).unwrap();
     assert_eq!((row.first_name.as_str(), row.version), ("A", 1));
 }
+
+/// The record as the consumer gets it, applied through the store's batch path.
+async fn apply_record(store: &Database, record: Value) {
+    let (id, fields) = UserChange::from_record(record.to_string().as_bytes()).unwrap();
+    store
+        .apply_batch("versions-test", &[], &[(id, Folded::Upsert(fields))])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_write_that_changes_nothing_keeps_the_version_the_etag_and_updated_at() {
+    let app = spawn_app().await;
+    let id = Uuid::new_v4();
+    let body = json!({"user_id": id, "first_name": "Same", "email": "same@example.com"});
+    let created = app.post_user(&body).await;
+    assert_eq!(created.status(), 201);
+    let before: Value = created.json().await.unwrap();
+
+    // An identical POST, a body naming only unchanged fields, a replayed record.
+    let again = app.post_user(&body).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(etag_of(&again), "\"1\"");
+    let partial = app
+        .post_user(&json!({"user_id": id, "first_name": "Same"}))
+        .await;
+    assert_eq!(etag_of(&partial), "\"1\"");
+    let store = consumer_store(&app).await;
+    apply_record(&store, body.clone()).await;
+
+    let after: Value = app.get_user(&id.to_string()).await.json().await.unwrap();
+    assert_eq!(after["version"], 1);
+    assert_eq!(after["updated_at"], before["updated_at"]);
+    // A client holding the ETag still writes with it.
+    let conditional = app
+        .post_user_with(
+            &json!({"user_id": id, "last_name": "Changed"}),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(conditional.status(), 200);
+    assert_eq!(etag_of(&conditional), "\"2\"");
+}
+
+#[tokio::test]
+async fn a_user_created_again_after_a_delete_never_reuses_a_version() {
+    let app = spawn_app().await;
+    let id = Uuid::new_v4();
+    let path = format!("/user?user_id={id}");
+    app.post_user(&json!({"user_id": id, "first_name": "First life"}))
+        .await;
+    app.post_user(&json!({"user_id": id, "first_name": "Still first"}))
+        .await;
+    assert_eq!(app.delete(&path).await.status(), 204);
+
+    let reborn = app
+        .post_user(&json!({"user_id": id, "first_name": "Second life"}))
+        .await;
+    assert_eq!(reborn.status(), 201);
+    assert_eq!(
+        etag_of(&reborn),
+        "\"3\"",
+        "versions 1 and 2 belong to the deleted user"
+    );
+    // A client holding the old "1" sees new data, and cannot write over it.
+    let old_etag = app
+        .request(Method::GET, &path)
+        .header("if-none-match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old_etag.status(), 200);
+    let stale_write = app
+        .post_user_with(
+            &json!({"user_id": id, "first_name": "Blind"}),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    problem(stale_write, 412).await;
+
+    // The consumer's tombstone, then a record: the version goes on from there.
+    let store = consumer_store(&app).await;
+    store
+        .apply_batch("versions-test", &[], &[(id, Folded::Delete)])
+        .await
+        .unwrap();
+    apply_record(&store, json!({"user_id": id, "first_name": "Third life"})).await;
+    let third: Value = app.get_user(&id.to_string()).await.json().await.unwrap();
+    assert_eq!(third["version"], 4);
+    // The tombstone holds no personal data: the id, the version and when.
+    assert_eq!(
+        app.db.count_where(&format!(
+            "SELECT count(*) AS n FROM user_tombstones WHERE user_id = '{id}' AND version = 3"
+        )),
+        1
+    );
+}
