@@ -21,6 +21,10 @@ pub struct Settings {
     /// `IDEMPOTENCY_KEY_TTL`: how long the first answer to a `POST /user` with
     /// an `Idempotency-Key` is kept and replayed.
     pub idempotency_key_ttl: Duration,
+    /// `HTTP_WORKERS`: threads serving requests (default: the CPUs this process
+    /// may use, its container's CPU limit included), capped so that every
+    /// database connection fits in `DATABASE_POOL_SIZE`.
+    pub http_workers: usize,
 }
 
 /// The variables of this service alone.
@@ -33,6 +37,24 @@ struct Own {
     api_tokens: ApiTokens,
     #[serde(deserialize_with = "idempotency_key_ttl")]
     idempotency_key_ttl: Duration,
+    #[serde(default, deserialize_with = "optional_workers")]
+    http_workers: Option<usize>,
+}
+
+/// A positive number of threads; unset or blank = the CPUs the process may use.
+fn optional_workers<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => match text.parse::<usize>() {
+            Ok(workers) if (1..=1024).contains(&workers) => Ok(Some(workers)),
+            _ => Err(serde::de::Error::custom(format!(
+                "HTTP_WORKERS: `{text}` is not a number of threads from 1 to 1024"
+            ))),
+        },
+    }
 }
 
 /// The longest `IDEMPOTENCY_KEY_TTL`: a week of answers is plenty for any retry,
@@ -73,6 +95,9 @@ impl FromVariables for Settings {
             api_tokens: own.api_tokens,
             http: source.get()?,
             idempotency_key_ttl: own.idempotency_key_ttl,
+            http_workers: own.http_workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |cores| cores.get())
+            }),
         })
     }
 }
@@ -134,6 +159,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("idempotency_key_ttl"), "{error}");
+    }
+
+    #[test]
+    fn http_workers_default_to_the_cpus_and_nonsense_is_refused_naming_it() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(with(&[]).unwrap().http_workers, cores);
+        assert_eq!(with(&[("HTTP_WORKERS", " ")]).unwrap().http_workers, cores);
+        assert_eq!(with(&[("HTTP_WORKERS", "3")]).unwrap().http_workers, 3);
+        for workers in ["0", "-1", "many", "5000"] {
+            let error = with(&[("HTTP_WORKERS", workers)]).unwrap_err().to_string();
+            assert!(error.contains("HTTP_WORKERS"), "{workers}: {error}");
+        }
     }
 
     #[test]

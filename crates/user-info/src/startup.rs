@@ -28,6 +28,34 @@ pub struct AppState {
     pub idempotency_key_ttl: Duration,
 }
 
+/// How `DATABASE_POOL_SIZE` connections are shared: one for the purge task,
+/// then per HTTP worker a read connection and a pool of the rest. The workers
+/// are capped so that each gets at least one of each: at most
+/// `(DATABASE_POOL_SIZE - 1) / 2` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionBudget {
+    pub workers: usize,
+    pub pool_per_worker: usize,
+}
+
+impl ConnectionBudget {
+    pub fn split(pool_size: usize, requested_workers: usize) -> Self {
+        let per_worker_minimum = 2;
+        let available = pool_size.saturating_sub(1);
+        let workers = requested_workers.min(available / per_worker_minimum).max(1);
+        let pool_per_worker = (available / workers).saturating_sub(1).max(1);
+        Self {
+            workers,
+            pool_per_worker,
+        }
+    }
+
+    /// Every connection the process may hold open at once.
+    pub fn connections(&self) -> usize {
+        1 + self.workers * (self.pool_per_worker + 1)
+    }
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -48,11 +76,19 @@ impl Application {
         let database = Database::start(&purge_pool, "user-info")?;
         let ttl = settings.idempotency_key_ttl;
         purge_expired_keys(database.clone(), ttl);
-        // One pool per worker thread, DATABASE_POOL_SIZE split evenly over them
-        // (rounded up): a connection's I/O then runs on the thread whose requests
-        // use it.
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let pool_per_worker = settings.database.pool_size.div_ceil(workers);
+        // One pool and one read connection per worker thread (a connection's
+        // I/O then runs on the thread whose requests use it), all within
+        // DATABASE_POOL_SIZE whatever the node's core count.
+        let budget = ConnectionBudget::split(settings.database.pool_size, settings.http_workers);
+        if budget.workers < settings.http_workers {
+            tracing::info!(
+                requested = settings.http_workers,
+                workers = budget.workers,
+                pool_size = settings.database.pool_size,
+                "HTTP workers capped so that every database connection fits in DATABASE_POOL_SIZE"
+            );
+        }
+        let (workers, pool_per_worker) = (budget.workers, budget.pool_per_worker);
         let metrics = Metrics::new(&database).context("could not register the metrics")?;
         let http_metrics = web::Data::new(metrics.http.clone());
         let metrics = web::Data::new(metrics);
@@ -121,4 +157,36 @@ fn purge_expired_keys(database: Database, ttl: Duration) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_fits_in_the_pool_size_whatever_the_core_count() {
+        for pool_size in [3, 4, 5, 10, 16, 50, 100] {
+            for cores in [1, 2, 4, 8, 32, 128] {
+                let budget = ConnectionBudget::split(pool_size, cores);
+                assert!(
+                    budget.connections() <= pool_size,
+                    "{pool_size} connections, {cores} cores: {budget:?} opens {}",
+                    budget.connections()
+                );
+                assert!(budget.workers >= 1 && budget.workers <= cores);
+                assert!(budget.pool_per_worker >= 1);
+            }
+        }
+        // The default pool on a 32-core node: 4 workers, 1 + 4 x (1 + 1) = 9.
+        assert_eq!(
+            ConnectionBudget::split(10, 32),
+            ConnectionBudget {
+                workers: 4,
+                pool_per_worker: 1
+            }
+        );
+        // Cores the pool can serve are all used.
+        assert_eq!(ConnectionBudget::split(10, 2).workers, 2);
+        assert_eq!(ConnectionBudget::split(10, 2).connections(), 9);
+    }
 }

@@ -307,3 +307,44 @@ async fn migrations_revert_and_answers_kept_before_the_erasure_migration_follow_
     conn.run_pending_migrations(user_store::migrate::MIGRATIONS)
         .unwrap();
 }
+
+/// DATABASE_POOL_SIZE bounds every connection the service opens - pools, read
+/// connections and the purge task's - whatever the core count: here 8 workers
+/// asked for and a pool of 5, under 200 concurrent reads and writes.
+#[tokio::test]
+async fn database_pool_size_bounds_every_connection_whatever_the_workers() {
+    let db = TestDatabase::create();
+    let name = db.name.clone();
+    let mut config = settings(&db.url);
+    config.database.pool_size = 5;
+    config.http_workers = 8;
+    let app = spawn_configured(db, config).await;
+    app.wait_until_ready().await;
+    let id = Uuid::new_v4();
+    app.post_user(&json!({"user_id": id, "first_name": "A"}))
+        .await;
+
+    let requests = (0..200).map(|n| {
+        let app = &app;
+        async move {
+            if n % 2 == 0 {
+                app.get_user(&id.to_string()).await.status()
+            } else {
+                app.post_user(&json!({"user_id": Uuid::new_v4(), "first_name": "B"}))
+                    .await
+                    .status()
+            }
+        }
+    });
+    let statuses = futures::future::join_all(requests).await;
+
+    assert!(
+        statuses.iter().all(|status| status.is_success()),
+        "{statuses:?}"
+    );
+    let open = app.db.count_where(&format!(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{name}' \
+         AND application_name = 'user-info'"
+    ));
+    assert!((1..=5).contains(&open), "{open} connections open");
+}
