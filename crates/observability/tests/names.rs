@@ -115,6 +115,7 @@ async fn the_dashboard_shows_every_process_and_the_alerts_cover_what_the_operato
         "EnricherUpstreamFailures",
         "EnricherCircuitOpen",
         "EnricherSourceCredentialsRejected",
+        "EnricherKafkaUnhealthy",
     ] {
         assert!(alerts.contains(alert), "{alert} in {alerts:?}");
     }

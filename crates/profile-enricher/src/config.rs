@@ -22,6 +22,9 @@ const MAX_BACKOFF_BASE: Duration = Duration::from_secs(3600);
 /// The sliding window over which the retry budget counts first attempts and retries.
 pub const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
+/// Below this a cache could not hold even one small answer.
+const MIN_CACHE_BYTES: u64 = 4096;
+
 /// Timeouts, deadlines and waits above a day are surely a unit mistake; bounding
 /// them keeps every `Instant + duration` far from the clock's end.
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -137,9 +140,14 @@ pub struct UpstreamSettings {
     /// Seconds a source's successful answer to a body is reused; 0 = no cache.
     #[serde(rename = "enrichment_cache_ttl", deserialize_with = "seconds")]
     pub enrichment_cache_ttl: Duration,
-    /// Bodies whose answers each source's cache holds at most.
+    /// Answers each source's cache holds at most.
     #[serde(deserialize_with = "number")]
     pub enrichment_cache_max_entries: u64,
+    /// Bytes the caches of all sources hold together at most (keys, answers
+    /// and a fixed estimate of the bookkeeping per entry), split evenly
+    /// between the sources.
+    #[serde(deserialize_with = "number")]
+    pub enrichment_cache_max_bytes: u64,
     /// `ENRICHMENT_SOURCES` and each source's `SOURCE_<NAME>_*` variables; empty
     /// means one source, `EXTERNAL_API_URL`, and today's answer.
     #[serde(skip)]
@@ -191,6 +199,7 @@ fn read(variables: Variables) -> anyhow::Result<Settings> {
         ("circuit_breaker_half_open_probes", "3"),
         ("enrichment_cache_ttl", "0"),
         ("enrichment_cache_max_entries", "10000"),
+        ("enrichment_cache_max_bytes", "16777216"),
         ("enricher_output_topic", "profiles.enriched"),
         ("enricher_dlq_topic", "profiles.dlq"),
         ("kafka_group_id", "profile-enricher"),
@@ -304,6 +313,10 @@ impl Settings {
             upstream.enrichment_cache_max_entries >= 1,
             "ENRICHMENT_CACHE_MAX_ENTRIES must be at least 1"
         );
+        ensure!(
+            upstream.enrichment_cache_max_bytes >= MIN_CACHE_BYTES,
+            "ENRICHMENT_CACHE_MAX_BYTES must be at least {MIN_CACHE_BYTES} (bytes)"
+        );
         for source in &upstream.sources {
             let variable =
                 |suffix: &str| format!("SOURCE_{}_{suffix}", source.name.to_ascii_uppercase());
@@ -383,6 +396,10 @@ mod tests {
         assert_eq!(settings.upstream.circuit_breaker_half_open_probes, 3);
         assert_eq!(settings.upstream.enrichment_cache_ttl, Duration::ZERO);
         assert_eq!(settings.upstream.enrichment_cache_max_entries, 10_000);
+        assert_eq!(
+            settings.upstream.enrichment_cache_max_bytes,
+            16 * 1024 * 1024
+        );
         assert_eq!(settings.http.head_timeout, Duration::from_secs(10));
         assert_eq!(settings.http.body_timeout, Duration::from_secs(30));
         assert_eq!(settings.http.keep_alive, Duration::from_secs(60));
@@ -421,8 +438,33 @@ mod tests {
             ("ENRICHMENT_CACHE_TTL", "-1"),
             ("ENRICHMENT_CACHE_TTL", "86401"),
             ("ENRICHMENT_CACHE_MAX_ENTRIES", "0"),
+            ("ENRICHMENT_CACHE_MAX_BYTES", "0"),
         ] {
             assert!(with(&[(key, value)]).is_err(), "{key}={value}");
+        }
+    }
+
+    #[test]
+    fn the_caches_byte_bound_has_a_default_and_nonsense_is_refused_naming_it() {
+        let settings = with(&[("ENRICHMENT_CACHE_MAX_BYTES", "1048576")]).unwrap();
+        assert_eq!(settings.upstream.enrichment_cache_max_bytes, 1_048_576);
+        // The entry bound of earlier versions still holds beside it.
+        let both = with(&[
+            ("ENRICHMENT_CACHE_MAX_BYTES", "8388608"),
+            ("ENRICHMENT_CACHE_MAX_ENTRIES", "500"),
+        ])
+        .unwrap();
+        assert_eq!(both.upstream.enrichment_cache_max_bytes, 8_388_608);
+        assert_eq!(both.upstream.enrichment_cache_max_entries, 500);
+        for value in ["0", "4095", "-1", "16MiB", "1e6", "lots"] {
+            let error = format!(
+                "{:#}",
+                with(&[("ENRICHMENT_CACHE_MAX_BYTES", value)]).unwrap_err()
+            );
+            assert!(
+                error.to_uppercase().contains("ENRICHMENT_CACHE_MAX_BYTES"),
+                "{value}: {error}"
+            );
         }
     }
 
@@ -466,6 +508,10 @@ mod tests {
             defaults.enricher_kafka_retry_backoff
         );
         assert_eq!(defaults.kafka_group_id, "profile-enricher");
+        assert_eq!(
+            documented.connection.kafka_queued_max_kbytes,
+            defaults.connection.kafka_queued_max_kbytes
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
     #[error(transparent)]
     Enrichment(#[from] EnrichmentError),
-    /// `Prefer: respond-async`: the input topic did not acknowledge the profile.
+    /// `Prefer: respond-async`: the broker did not acknowledge the profile within
+    /// `kafka::MESSAGE_TIMEOUT`, or the producer's buffer is full.
     #[error("the profile could not be queued for asynchronous enrichment: {0}")]
     Queue(#[source] rdkafka::error::KafkaError),
     #[error("the metrics could not be rendered")]

@@ -40,6 +40,11 @@ pub struct Metrics {
     pub kafka_dead_lettered: IntCounter,
     pub kafka_paused_seconds: Counter,
     pub kafka_lag: IntGaugeVec,
+    /// 1 while the consumer is in its group; a sample only in the Kafka mode.
+    pub kafka_in_group: IntGaugeVec,
+    /// Answers, dead letters and `Prefer: respond-async` profiles the broker
+    /// did not acknowledge.
+    pub kafka_produce_failures: IntCounter,
 }
 
 impl Metrics {
@@ -157,6 +162,17 @@ impl Metrics {
             ),
             &["topic", "partition"],
         )?)?;
+        let kafka_in_group = registry.register(IntGaugeVec::new(
+            Opts::new(
+                "enricher_kafka_in_group",
+                "1 while the Kafka mode's consumer is in its group (partitions assigned, possibly none), else 0",
+            ),
+            &["group"],
+        )?)?;
+        let kafka_produce_failures = registry.register(IntCounter::new(
+            "enricher_kafka_produce_failures_total",
+            "Produces the broker did not acknowledge: answers, dead letters and Prefer: respond-async profiles",
+        )?)?;
         Ok(Self {
             registry,
             http,
@@ -178,6 +194,8 @@ impl Metrics {
             kafka_dead_lettered,
             kafka_paused_seconds,
             kafka_lag,
+            kafka_in_group,
+            kafka_produce_failures,
         })
     }
 

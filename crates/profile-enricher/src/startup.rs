@@ -1,5 +1,4 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -16,7 +15,7 @@ use service_kit::settings::HttpSettings;
 use crate::config::Settings;
 use crate::enrichment::EnrichmentClient;
 use crate::error::ApiError;
-use crate::kafka::{KafkaStatus, KafkaWorker};
+use crate::kafka::{KafkaMode, KafkaStatus, KafkaWorker};
 use crate::metrics::Metrics;
 use crate::{openapi, routes};
 
@@ -58,21 +57,24 @@ impl Application {
         );
         settings.api_tokens.warn_when_off();
         let client = web::Data::new(client);
-        let kafka_status = Arc::new(KafkaStatus::default());
-        let (worker, intake) = match KafkaWorker::build(
-            &settings.kafka,
-            client.clone(),
-            metrics.clone(),
-            kafka_status.clone(),
-        )
-        .context("could not set up the Kafka clients")?
-        {
-            Some((worker, intake)) => (Some(worker), Some(web::Data::new(intake))),
-            None => (None, None),
-        };
+        let (worker, intake, kafka_status) =
+            match KafkaWorker::build(&settings.kafka, client.clone(), metrics.clone())
+                .context("could not set up the Kafka clients")?
+            {
+                Some(KafkaMode {
+                    worker,
+                    intake,
+                    status,
+                }) => (
+                    Some(worker),
+                    Some(web::Data::new(intake)),
+                    Some(web::Data::from(status)),
+                ),
+                None => (None, None, None),
+            };
         let state = State {
             client,
-            kafka_status: worker.as_ref().map(|_| web::Data::from(kafka_status)),
+            kafka_status,
             intake,
             http_metrics: web::Data::new(metrics.http.clone()),
             metrics: web::Data::new(metrics),
@@ -145,7 +147,8 @@ struct State {
     tokens: web::Data<ApiTokens>,
     environment: web::Data<routes::Environment>,
     http: HttpSettings,
-    /// Only in the Kafka mode: `/ready` covers it, `Prefer: respond-async` uses it.
+    /// Only in the Kafka mode: `/metrics` shows the Kafka side's health;
+    /// `Prefer: respond-async` produces through the intake.
     kafka_status: Option<web::Data<KafkaStatus>>,
     intake: Option<web::Data<crate::kafka::Intake>>,
 }

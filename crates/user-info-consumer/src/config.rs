@@ -88,6 +88,11 @@ impl ConsumerSettings {
     pub fn kafka_client(&self) -> ClientConfig {
         self.kafka.client_config()
     }
+
+    /// The same for a consumer: its prefetch bounded by `KAFKA_QUEUED_MAX_KBYTES`.
+    pub fn kafka_consumer(&self) -> ClientConfig {
+        self.kafka.consumer_config()
+    }
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use service_kit::error_chain;
 use service_kit::kafka::DeadLetters;
 use service_kit::kafka::{DropAside, MemberContext, commit};
@@ -104,30 +104,37 @@ struct Intake {
     discarding: HashSet<Partition>,
 }
 
+/// The member's librdkafka settings: the shared ones with the prefetch bound
+/// (`KAFKA_QUEUED_MAX_KBYTES`), offsets stored by the loop and auto-committed.
+fn consumer_config(settings: &ConsumerSettings) -> ClientConfig {
+    let mut config = settings.kafka_consumer();
+    config
+        .set("group.id", &settings.kafka_group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &settings.kafka_auto_offset_reset)
+        .set(
+            "session.timeout.ms",
+            settings.kafka_session_timeout_ms.to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            settings.kafka_heartbeat_interval_ms.to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            settings.kafka_max_poll_interval_ms.to_string(),
+        )
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", "5000");
+    config
+}
+
 impl UserConsumer {
     pub fn new(settings: &ConsumerSettings, status: Arc<Status>) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer<MemberContext> = settings
-            .kafka_client()
-            .set("group.id", &settings.kafka_group_id)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", &settings.kafka_auto_offset_reset)
-            .set(
-                "session.timeout.ms",
-                settings.kafka_session_timeout_ms.to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                settings.kafka_heartbeat_interval_ms.to_string(),
-            )
-            .set(
-                "max.poll.interval.ms",
-                settings.kafka_max_poll_interval_ms.to_string(),
-            )
-            .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "5000")
-            .create_with_context(member_context(&status))?;
+        let consumer: StreamConsumer<MemberContext> =
+            consumer_config(settings).create_with_context(member_context(&status))?;
         consumer.subscribe(&[settings.kafka_topic.as_str()])?;
         let producer: FutureProducer = settings
             .kafka_client()
@@ -707,5 +714,34 @@ async fn grace_over(mut stop: watch::Receiver<Option<Instant>>) {
     };
     if let Some(since) = since {
         tokio::time::sleep_until((since + SHUTDOWN_GRACE).into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use service_kit::settings::FromVariables;
+
+    use super::*;
+    use crate::config::Settings;
+
+    #[test]
+    fn the_member_fetches_ahead_at_most_kafka_queued_max_kbytes() {
+        let kbytes = |variables: &[(&str, &str)]| {
+            let variables: HashMap<String, String> = variables
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            let settings = Settings::from_variables(variables).unwrap();
+            consumer_config(&settings.consumer)
+                .get("queued.max.messages.kbytes")
+                .map(str::to_owned)
+        };
+        assert_eq!(kbytes(&[]).as_deref(), Some("2048"));
+        assert_eq!(
+            kbytes(&[("KAFKA_QUEUED_MAX_KBYTES", "700")]).as_deref(),
+            Some("700")
+        );
     }
 }

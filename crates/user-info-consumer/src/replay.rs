@@ -112,7 +112,7 @@ pub async fn replay(settings: &ConsumerSettings, options: &Options) -> anyhow::R
         .clone()
         .unwrap_or_else(|| format!("{}.replay-dlq", settings.kafka_group_id));
     let consumer: StreamConsumer = settings
-        .kafka_client()
+        .kafka_consumer()
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

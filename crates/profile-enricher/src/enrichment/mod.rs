@@ -32,7 +32,9 @@
 //!   failure included. Different bodies are never merged.
 //! - **Cache.** With `ENRICHMENT_CACHE_TTL` above 0 (default 0: off), a source's
 //!   successful answer to a body is reused for that many seconds (moka, at most
-//!   `ENRICHMENT_CACHE_MAX_ENTRIES` bodies per source).
+//!   `ENRICHMENT_CACHE_MAX_ENTRIES` answers per source, and
+//!   `ENRICHMENT_CACHE_MAX_BYTES` for all sources together, split evenly: keys
+//!   and answers weighed by their bytes).
 //!
 //! - **Pace.** Per source, see [`pace`]: its `SOURCE_<NAME>_RATE_LIMIT`, and the
 //!   pause a 429 or 503 with `Retry-After` puts on every request. A call waits
@@ -329,6 +331,8 @@ impl EnrichmentClient {
         } else {
             settings.sources.clone()
         };
+        // The byte bound is the process's: each source's cache gets an even share.
+        let cache_max_bytes = settings.enrichment_cache_max_bytes / declared.len().max(1) as u64;
         let plans: Vec<SourcePlan> = declared
             .into_iter()
             .map(|source| {
@@ -364,6 +368,7 @@ impl EnrichmentClient {
                     },
                     cache_ttl: settings.enrichment_cache_ttl,
                     cache_max_entries: settings.enrichment_cache_max_entries,
+                    cache_max_bytes,
                 }
             })
             .collect();

@@ -53,12 +53,46 @@ pub(super) struct SourcePlan {
     /// `ENRICHMENT_CACHE_TTL`; zero means no cache.
     pub cache_ttl: Duration,
     pub cache_max_entries: u64,
+    /// This source's share of `ENRICHMENT_CACHE_MAX_BYTES`.
+    pub cache_max_bytes: u64,
 }
 
 type Outcome = Result<Answer, EnrichmentError>;
 
-/// Answers (found or not) by request, for `ENRICHMENT_CACHE_TTL`.
+/// Answers (found or not) by request, for `ENRICHMENT_CACHE_TTL`, bounded by
+/// weight: see [`answer_cache`].
 type AnswerCache = moka::future::Cache<Arc<[u8]>, Answer>;
+
+/// What a cache entry costs beyond its key and answer bytes: moka's
+/// bookkeeping (its entry, access and write-order nodes, timestamps) and our
+/// pointers, estimated.
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// A cache of at most `max_bytes` (keys, answers and [`ENTRY_OVERHEAD`] per
+/// entry) and `max_entries` answers: every entry weighs its bytes, and at
+/// least `max_bytes / max_entries`, so that neither bound can be passed.
+/// moka enforces the bound at its housekeeping (every 64 writes, or 0.3 s),
+/// so the newest answers may sit beyond it for that long.
+fn answer_cache(ttl: Duration, max_bytes: u64, max_entries: u64) -> AnswerCache {
+    let floor = max_bytes.div_ceil(max_entries.max(1));
+    moka::future::Cache::builder()
+        .max_capacity(max_bytes)
+        .weigher(move |key: &Arc<[u8]>, answer: &Answer| weight(key, answer, floor))
+        .time_to_live(ttl)
+        .build()
+}
+
+/// An entry's weight in bytes, at least `floor`; saturates at moka's `u32`.
+fn weight(key: &[u8], answer: &Answer, floor: u64) -> u32 {
+    let answer = match answer {
+        Answer::Object(object) => object.get().len(),
+        Answer::NotFound | Answer::Skipped => 0,
+    };
+    let bytes = (key.len() as u64)
+        .saturating_add(answer as u64)
+        .saturating_add(ENTRY_OVERHEAD);
+    u32::try_from(bytes.max(floor)).unwrap_or(u32::MAX)
+}
 
 /// Wrong credentials are logged at most this often per source.
 const CREDENTIALS_LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -133,12 +167,8 @@ impl Source {
             })
         };
         let breaker = CircuitBreaker::new(plan.breaker, Instant::now(), on_transition);
-        let cache = (!plan.cache_ttl.is_zero()).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(plan.cache_max_entries)
-                .time_to_live(plan.cache_ttl)
-                .build()
-        });
+        let cache = (!plan.cache_ttl.is_zero())
+            .then(|| answer_cache(plan.cache_ttl, plan.cache_max_bytes, plan.cache_max_entries));
         Self {
             name: plan.name,
             required: plan.required,
@@ -438,5 +468,72 @@ impl Source {
             Err(_) if patience < self.max_concurrency_wait => Err(SlotError::OutOfTime),
             Err(_) => Err(SlotError::Busy),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn answer(bytes: usize) -> Answer {
+        let text = format!(r#"{{"pad":"{}"}}"#, "x".repeat(bytes - 10));
+        Answer::Object(Arc::from(RawValue::from_string(text).unwrap()))
+    }
+
+    fn key(n: usize) -> Arc<[u8]> {
+        Arc::from(format!(r#"{{"userId":"user-{n}"}}"#).into_bytes())
+    }
+
+    /// The bytes the cache really holds: keys, answers and the overhead.
+    fn held(cache: &AnswerCache) -> u64 {
+        cache
+            .iter()
+            .map(|(key, answer)| u64::from(weight(&key, &answer, 0)))
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn the_cache_evicts_by_weight_and_holds_at_most_its_bytes() {
+        let max_bytes = 64 * 1024;
+        let cache = answer_cache(HOUR, max_bytes, 10_000);
+        // 100 answers of 4 KiB: about 420 KiB offered to a 64 KiB cache.
+        for n in 0..100 {
+            cache.insert(key(n), answer(4096)).await;
+        }
+        cache.run_pending_tasks().await;
+        let bytes = held(&cache);
+        assert!(bytes <= max_bytes, "{bytes} bytes held, bound {max_bytes}");
+        assert!(cache.weighted_size() <= max_bytes);
+        assert!(cache.entry_count() >= 1, "it still caches");
+        // An answer larger than the whole cache is never kept.
+        cache.insert(key(1000), answer(128 * 1024)).await;
+        cache.run_pending_tasks().await;
+        assert!(cache.get(&key(1000)).await.is_none());
+        assert!(held(&cache) <= max_bytes);
+    }
+
+    #[tokio::test]
+    async fn the_cache_also_holds_at_most_its_entries() {
+        let cache = answer_cache(HOUR, 16 * 1024 * 1024, 10);
+        for n in 0..100 {
+            cache.insert(key(n), answer(64)).await;
+        }
+        cache.run_pending_tasks().await;
+        let entries = cache.iter().count();
+        assert!(entries <= 10, "{entries} entries held, bound 10");
+        assert!(entries >= 1, "it still caches");
+    }
+
+    #[test]
+    fn an_entry_weighs_its_key_its_answer_and_the_overhead_at_least_the_floor() {
+        let object = answer(1000);
+        assert_eq!(weight(b"0123456789", &object, 0), 10 + 1000 + 256);
+        assert_eq!(weight(b"0123456789", &Answer::NotFound, 0), 10 + 256);
+        assert_eq!(weight(b"", &Answer::NotFound, 5000), 5000);
+        assert_eq!(weight(&[0; 8], &object, u64::MAX), u32::MAX);
     }
 }

@@ -22,6 +22,14 @@
 //! dead-letters nor drops a good profile. A failed produce is retried the same
 //! way.
 //!
+//! **Health.** The Kafka side never makes the process unready: `/ready` covers
+//! what HTTP needs, so a broker outage does not take `POST /users` out of its
+//! Service. It shows in `/metrics` instead - `enricher_kafka_in_group` (the
+//! consumer in its group) and `enricher_kafka_produce_failures_total` - and in
+//! the alert `EnricherKafkaUnhealthy`. `Prefer: respond-async` answers 503
+//! when the broker does not acknowledge the profile within [`MESSAGE_TIMEOUT`],
+//! or at once when the producer's buffer ([`PRODUCER_BUFFER_KBYTES`]) is full.
+//!
 //! Records waiting out an outage hold their in-flight places; when every place
 //! is taken the loop stops polling, and after `max.poll.interval.ms` (5 min)
 //! librdkafka leaves the group and rejoins at the next poll: the records since
@@ -45,11 +53,12 @@ use std::time::{Duration, Instant};
 use actix_web::web;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use prometheus::IntGauge;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use service_kit::kafka::trace::{record_span, trace_context};
 use service_kit::kafka::{DeadLetters, DropAside, MemberContext, commit};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -67,35 +76,65 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 /// How long leaving the group (and the last commit) may take after that.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the worker's answers and dead letters may wait for room in the
+/// producer's buffer (a failure then is retried like any other).
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the broker has to acknowledge a record (librdkafka's
+/// `message.timeout.ms`), and the longest a `Prefer: respond-async` request
+/// waits: librdkafka looks for timed-out records from its broker threads, and
+/// with every broker down it was seen to be seconds late, so the intake holds
+/// the bound itself too.
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The producer's buffer (librdkafka's `queue.buffering.max.kbytes`, 1 GiB by
+/// default): records not yet acknowledged, e.g. while the broker is away.
+pub const PRODUCER_BUFFER_KBYTES: u32 = 4096;
 
-/// Whether the Kafka side is well, for `/ready`.
-#[derive(Debug, Default)]
+/// The Kafka side's health, for `/metrics` (never `/ready`, see the module's
+/// documentation).
 pub struct KafkaStatus {
+    /// Kept by the consumer's [`MemberContext`].
     joined: Arc<AtomicBool>,
-    producing_failed: AtomicBool,
+    in_group: IntGauge,
 }
 
 impl KafkaStatus {
-    /// In the group (partitions assigned, possibly none) and the last produce
-    /// was acknowledged.
-    pub fn is_ready(&self) -> bool {
-        self.joined.load(Ordering::Acquire) && !self.producing_failed.load(Ordering::Acquire)
+    fn new(metrics: &Metrics, group: &str) -> Self {
+        let in_group = metrics.kafka_in_group.with_label_values(&[group]);
+        in_group.set(0);
+        Self {
+            joined: Arc::new(AtomicBool::new(false)),
+            in_group,
+        }
+    }
+
+    /// Whether the consumer is in its group (partitions assigned, possibly none).
+    pub fn in_group(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
+    }
+
+    /// Copies the membership into `enricher_kafka_in_group` (at each scrape).
+    pub fn publish(&self) {
+        self.in_group.set(i64::from(self.in_group()));
     }
 
     fn set_joined(&self, joined: bool) {
         self.joined.store(joined, Ordering::Release);
     }
+}
 
-    fn set_producing_failed(&self, failed: bool) {
-        self.producing_failed.store(failed, Ordering::Release);
-    }
+/// The Kafka mode's parts: the worker that consumes, the intake that
+/// `Prefer: respond-async` produces through, and the health they report.
+pub struct KafkaMode {
+    pub worker: KafkaWorker,
+    pub intake: Intake,
+    pub status: Arc<KafkaStatus>,
 }
 
 /// The producer `POST /users` with `Prefer: respond-async` writes to.
 pub struct Intake {
     producer: FutureProducer,
     topic: String,
+    metrics: Metrics,
 }
 
 impl Intake {
@@ -104,18 +143,28 @@ impl Intake {
     }
 
     /// Puts a validated profile on the input topic and waits for the broker's
-    /// acknowledgement. The record carries the current trace's context, so its
-    /// enrichment continues the request's trace.
+    /// acknowledgement, at most [`MESSAGE_TIMEOUT`]; a full producer buffer
+    /// fails at once. A record given up on here may still reach the topic
+    /// should the broker take it at that very moment (sending the profile again
+    /// then enriches it twice, as any at-least-once retry may). The record
+    /// carries the current trace's context, so its enrichment continues the
+    /// request's trace.
     pub async fn send(&self, key: &str, value: &[u8]) -> Result<(), KafkaError> {
         let mut record = FutureRecord::to(&self.topic).key(key).payload(value);
         if let Some(headers) = trace_context(&tracing::Span::current()) {
             record = record.headers(headers);
         }
-        self.producer
-            .send(record, PRODUCE_TIMEOUT)
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| error)
+        let acknowledged = self.producer.send(record, Duration::ZERO);
+        let sent = match tokio::time::timeout(MESSAGE_TIMEOUT, acknowledged).await {
+            Ok(result) => result.map(|_| ()).map_err(|(error, _)| error),
+            Err(_) => Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut,
+            )),
+        };
+        if sent.is_err() {
+            self.metrics.kafka_produce_failures.inc();
+        }
+        sent
     }
 }
 
@@ -158,35 +207,60 @@ struct Record {
 
 type Turn = Shared<BoxFuture<'static, ()>>;
 
+/// The consumer's librdkafka settings: the shared ones with the prefetch bound
+/// (`KAFKA_QUEUED_MAX_KBYTES`), offsets stored by the worker and auto-committed.
+fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = settings.connection.consumer_config();
+    config
+        .set("group.id", &settings.kafka_group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &settings.kafka_auto_offset_reset)
+        .set(
+            "session.timeout.ms",
+            settings.kafka_session_timeout_ms.to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            settings.kafka_heartbeat_interval_ms.to_string(),
+        )
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", "5000");
+    config
+}
+
+/// The producer's: idempotent, `acks=all`, its buffer and its wait for an
+/// acknowledgement bounded.
+fn producer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = settings.connection.client_config();
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set(
+            "message.timeout.ms",
+            MESSAGE_TIMEOUT.as_millis().to_string(),
+        )
+        .set(
+            "queue.buffering.max.kbytes",
+            PRODUCER_BUFFER_KBYTES.to_string(),
+        );
+    config
+}
+
 impl KafkaWorker {
     /// The consumer, subscribed, and the producers; `None` when the mode is off.
     pub fn build(
         settings: &KafkaSettings,
         client: web::Data<EnrichmentClient>,
         metrics: Metrics,
-        status: Arc<KafkaStatus>,
-    ) -> anyhow::Result<Option<(Self, Intake)>> {
+    ) -> anyhow::Result<Option<KafkaMode>> {
         let Some(input) = settings.input_topic() else {
             return Ok(None);
         };
-        let connection = &settings.connection;
-        let consumer: StreamConsumer<MemberContext> = connection
-            .client_config()
-            .set("group.id", &settings.kafka_group_id)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", &settings.kafka_auto_offset_reset)
-            .set(
-                "session.timeout.ms",
-                settings.kafka_session_timeout_ms.to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                settings.kafka_heartbeat_interval_ms.to_string(),
-            )
-            .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "5000")
+        let status = Arc::new(KafkaStatus::new(&metrics, &settings.kafka_group_id));
+        let consumer: StreamConsumer<MemberContext> = consumer_config(settings)
             .create_with_context({
                 let lag = metrics.kafka_lag.clone();
                 MemberContext::new(status.joined.clone(), move |topic, partition, behind| {
@@ -195,13 +269,7 @@ impl KafkaWorker {
                 })
             })?;
         consumer.subscribe(&[input])?;
-        let producer: FutureProducer = connection
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "10000")
-            .create()?;
+        let producer: FutureProducer = producer_config(settings).create()?;
         tracing::info!(
             input,
             output = settings.enricher_output_topic,
@@ -212,6 +280,7 @@ impl KafkaWorker {
         let intake = Intake {
             producer: producer.clone(),
             topic: input.to_owned(),
+            metrics: metrics.clone(),
         };
         let shared = Arc::new(Shared_ {
             consumer: DropAside::new(consumer),
@@ -220,19 +289,20 @@ impl KafkaWorker {
             client,
             output_topic: settings.enricher_output_topic.clone(),
             metrics,
-            status,
+            status: status.clone(),
             first_backoff: settings
                 .enricher_kafka_retry_backoff
                 .max(Duration::from_millis(10)),
             paused: Mutex::new(HashMap::new()),
         });
-        Ok(Some((
-            Self {
+        Ok(Some(KafkaMode {
+            worker: Self {
                 shared,
                 max_in_flight: settings.enricher_kafka_max_in_flight.max(1),
             },
             intake,
-        )))
+            status,
+        }))
     }
 
     /// Consumes until `shutdown` resolves, then stops within 10 s (see the
@@ -419,7 +489,7 @@ async fn enrich_record(shared: &Shared_, record: Record) {
                 }
                 shared
                     .producer
-                    .send(out, PRODUCE_TIMEOUT)
+                    .send(out, QUEUE_TIMEOUT)
                     .await
                     .map(|_| ())
                     .map_err(|(error, _)| error)
@@ -442,7 +512,6 @@ async fn enrich_record(shared: &Shared_, record: Record) {
         };
         match result {
             Ok(()) => {
-                shared.status.set_producing_failed(false);
                 match &verdict {
                     Verdict::Answer { .. } => shared.metrics.kafka_records_out.inc(),
                     _ => {
@@ -458,7 +527,7 @@ async fn enrich_record(shared: &Shared_, record: Record) {
                 return;
             }
             Err(error) => {
-                shared.status.set_producing_failed(true);
+                shared.metrics.kafka_produce_failures.inc();
                 tracing::error!(%error, retry_in = ?delay, "cannot produce; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_BACKOFF);
@@ -533,5 +602,44 @@ async fn leave(shared: Arc<Shared_>) {
     });
     if tokio::time::timeout(LEAVE_TIMEOUT, done).await.is_err() {
         tracing::warn!("the broker did not answer: leaving the group without it");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_variables;
+
+    fn kafka(pairs: &[(&str, &str)]) -> KafkaSettings {
+        from_variables(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+        .unwrap()
+        .kafka
+    }
+
+    #[test]
+    fn the_consumer_fetches_ahead_at_most_kafka_queued_max_kbytes() {
+        let kbytes = |settings: &KafkaSettings| {
+            consumer_config(settings)
+                .get("queued.max.messages.kbytes")
+                .map(str::to_owned)
+        };
+        assert_eq!(kbytes(&kafka(&[])).as_deref(), Some("2048"));
+        assert_eq!(
+            kbytes(&kafka(&[("KAFKA_QUEUED_MAX_KBYTES", "300")])).as_deref(),
+            Some("300")
+        );
+    }
+
+    #[test]
+    fn the_producer_waits_for_the_broker_and_buffers_a_bounded_amount() {
+        let config = producer_config(&kafka(&[]));
+        assert_eq!(config.get("message.timeout.ms"), Some("10000"));
+        assert_eq!(config.get("queue.buffering.max.kbytes"), Some("4096"));
+        assert_eq!(config.get("queued.max.messages.kbytes"), None);
     }
 }

@@ -1,8 +1,6 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
-use service_kit::http::{Problem, problem_response};
-
-use crate::kafka::KafkaStatus;
+use service_kit::http::Problem;
 use utoipa::ToSchema;
 
 /// The deployment name (`ENV`) that `/health` reports.
@@ -37,23 +35,16 @@ pub struct Ready {
     status: &'static str,
 }
 
-/// Readiness: always ready over HTTP alone (the upstream being down is answered
-/// per request); in the Kafka mode (`ENRICHER_INPUT_TOPIC`), only while the
-/// consumer is in its group and the last produce was acknowledged.
+/// Readiness: ready whenever the process serves HTTP - it needs nothing else
+/// (an upstream that is down is answered per request). In the Kafka mode too: a
+/// broker outage must not take `POST /users` out of its Service; the Kafka
+/// side's health is in `/metrics` (`enricher_kafka_in_group`,
+/// `enricher_kafka_produce_failures_total`).
 #[utoipa::path(get, path = "/ready", tag = "probes",
     responses(
-        (status = 200, description = "Ready to serve (and, in the Kafka mode, to consume)", body = Ready),
-        (status = 503, description = "The Kafka mode is on and the consumer is not in its group, or producing fails", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Ready to serve (the Kafka side, in the Kafka mode, is not part of it: see /metrics)", body = Ready),
         (status = 431, description = "Request head over 16 KiB", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn ready(kafka: Option<web::Data<KafkaStatus>>) -> HttpResponse {
-    match kafka {
-        Some(status) if !status.is_ready() => problem_response(&Problem::typed(
-            503,
-            "kafka-not-ready",
-            "Service Unavailable",
-            "the Kafka consumer is not in its group yet, or producing fails",
-        )),
-        _ => HttpResponse::Ok().json(Ready { status: "ready" }),
-    }
+pub async fn ready() -> HttpResponse {
+    HttpResponse::Ok().json(Ready { status: "ready" })
 }

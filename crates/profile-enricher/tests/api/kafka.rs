@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use profile_enricher::config::Settings;
+use profile_enricher::kafka::MESSAGE_TIMEOUT;
 use serde_json::{Value, json};
 use service_kit::testing::otlp::{Receiver, trace_parent};
 use service_kit::testing::{
@@ -136,13 +137,32 @@ async fn kafka_app(
 
 /// A metric's value from `/metrics` (0 until it shows).
 async fn metric(address: &str, name: &str) -> f64 {
-    let Ok(response) = reqwest::get(format!("{address}/metrics")).await else {
-        return 0.0;
-    };
-    let text = response.text().await.unwrap_or_default();
+    sample(address, name).await.unwrap_or(0.0)
+}
+
+/// A metric's value from `/metrics`, `None` while it has no sample.
+async fn sample(address: &str, name: &str) -> Option<f64> {
+    let response = reqwest::get(format!("{address}/metrics")).await.ok()?;
+    let text = response.text().await.ok()?;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+}
+
+/// `enricher_kafka_in_group` of the enricher in `group`.
+fn in_group(group: &str) -> String {
+    format!("enricher_kafka_in_group{{group=\"{group}\"}}")
+}
+
+/// `POST /users` with `Prefer: respond-async`.
+async fn respond_async(app: &TestApp, body: &Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/users", app.address))
+        .header("content-type", "application/json")
+        .header("prefer", "respond-async")
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap()
 }
 
 /// What `POST /users` answers for `body`, byte for byte.
@@ -161,11 +181,14 @@ async fn two_thousand_profiles_in_are_two_thousand_answers_out_each_as_post_user
     let broker = Broker::start().await;
     let topics = Topics::create(&broker, 3).await;
     let app = kafka_app(&broker, &topics, |_| {}).await;
-    let ready = eventually(Duration::from_secs(60), || async {
-        app.get("/ready").await.status() == 200
+    let joined = eventually(Duration::from_secs(60), || async {
+        sample(&app.address, &in_group(&topics.group)).await == Some(1.0)
     })
     .await;
-    assert!(ready, "/ready did not answer 200 once the consumer joined");
+    assert!(
+        joined,
+        "enricher_kafka_in_group did not turn 1 once the consumer joined"
+    );
     let profiles: Vec<(String, Value)> = (0..2000)
         .map(|n| {
             (
@@ -559,21 +582,88 @@ async fn prefer_respond_async_answers_202_and_the_answer_appears_on_the_output_t
 }
 
 #[tokio::test]
-async fn ready_answers_503_in_the_kafka_mode_while_the_consumer_is_not_in_its_group() {
+async fn ready_answers_200_in_the_kafka_mode_while_the_consumer_is_not_in_its_group_and_the_gauge_says_so()
+ {
     // No broker listens there: the consumer can never join.
     let nowhere = format!("127.0.0.1:{}", free_port());
+    let group = unique("enricher");
     let app = spawn_app_with(|settings| {
         settings.kafka.enricher_input_topic = Some("profiles".to_owned());
+        settings.kafka.kafka_group_id = group.clone();
         settings.kafka.connection.kafka_bootstrap_servers = nowhere;
     })
     .await;
+    app.upstream_answers(Echo::default()).await;
     let response = app.get("/ready").await;
-    assert_eq!(response.status(), 503);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(response.status(), 200, "HTTP needs no broker");
+    assert_eq!(response.json::<Value>().await.unwrap()["status"], "ready");
     assert_eq!(app.get("/health").await.status(), 200);
+    assert_eq!(
+        sample(&app.address, &in_group(&group)).await,
+        Some(0.0),
+        "the gauge shows the consumer out of its group"
+    );
+    let body = serde_json::to_vec(&profile("sync-user", 30)).unwrap();
+    assert_eq!(app.post_users(body).await.status(), 200);
+}
+
+#[tokio::test]
+async fn with_the_broker_stopped_post_users_and_ready_answer_200_and_respond_async_503_within_its_bound()
+ {
+    let broker = Broker::start().await;
+    let topics = Topics::create(&broker, 1).await;
+    let app = kafka_app(&broker, &topics, |_| {}).await;
+    let gauge = in_group(&topics.group);
+    let joined = eventually(LONG, || async {
+        sample(&app.address, &gauge).await == Some(1.0)
+    })
+    .await;
+    assert!(joined, "the consumer did not join its group");
+    assert_eq!(
+        respond_async(&app, &profile("before", 30)).await.status(),
+        202
+    );
+
+    drop(broker);
+
+    let body = profile("during", 30);
+    assert_eq!(
+        app.post_users(serde_json::to_vec(&body).unwrap())
+            .await
+            .status(),
+        200,
+        "the synchronous path needs no broker"
+    );
+    assert_eq!(app.get("/ready").await.status(), 200);
+    // The broker never acknowledges: 503 once MESSAGE_TIMEOUT has passed
+    // (librdkafka looks for timed-out records every second), never a hang.
+    let bound = MESSAGE_TIMEOUT + Duration::from_secs(5);
+    let response = tokio::time::timeout(bound, respond_async(&app, &body))
+        .await
+        .expect("Prefer: respond-async hung past its bound with the broker stopped");
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/queue-unavailable");
+    assert!(metric(&app.address, "enricher_kafka_produce_failures_total").await >= 1.0);
+
+    // The consumer's session times out (6 s here): the gauge shows it, /ready
+    // does not.
+    let dropped = eventually(LONG, || async {
+        sample(&app.address, &gauge).await == Some(0.0)
+    })
+    .await;
+    assert!(
+        dropped,
+        "enricher_kafka_in_group stayed 1 with the broker stopped"
+    );
+    assert_eq!(app.get("/ready").await.status(), 200);
+    assert_eq!(
+        app.post_users(serde_json::to_vec(&body).unwrap())
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]

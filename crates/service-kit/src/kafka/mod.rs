@@ -1,6 +1,7 @@
 //! Kafka plumbing every Kafka client of ours shares (feature `kafka`): how a
 //! client reaches the brokers (`KAFKA_BOOTSTRAP_SERVERS` and the security
-//! variables, passed through to librdkafka unchanged), how a group member
+//! variables, passed through to librdkafka unchanged), how much a consumer may
+//! fetch ahead (`KAFKA_QUEUED_MAX_KBYTES`), how a group member
 //! follows rebalances ([`MemberContext`]) and how a record that cannot be
 //! processed is written to a dead-letter topic; how a record's trace context
 //! travels in its headers ([`trace`]).
@@ -16,7 +17,17 @@ use std::fmt;
 use std::ops::Deref;
 
 use rdkafka::ClientConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use crate::settings::parse_number;
+
+/// `KAFKA_QUEUED_MAX_KBYTES`'s default: a consumer fetches ahead at most 2 MiB of
+/// records (librdkafka's own default, 64 MiB, is the whole memory limit of
+/// deploy/'s enricher).
+pub const DEFAULT_QUEUED_MAX_KBYTES: u32 = 2048;
+
+/// librdkafka's upper bound for `queued.max.messages.kbytes`.
+const MAX_QUEUED_MAX_KBYTES: u32 = 2_097_151;
 
 /// A Kafka client that is dropped on a thread of its own. Dropping an rdkafka
 /// consumer closes it, and closing waits for the group coordinator (the final
@@ -64,11 +75,17 @@ impl<T: Send + 'static> Drop for DropAside<T> {
 
 /// The connection variables of every Kafka client: `KAFKA_BOOTSTRAP_SERVERS`
 /// and, when set, `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_MECHANISM`,
-/// `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`, `KAFKA_SSL_CA_LOCATION`.
+/// `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`, `KAFKA_SSL_CA_LOCATION`; and
+/// for consumers `KAFKA_QUEUED_MAX_KBYTES`.
 /// `Debug` shows whether the password is set, never the password.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct KafkaConnection {
     pub kafka_bootstrap_servers: String,
+    /// KiB of records a consumer fetches ahead of what it has taken, at most
+    /// (librdkafka's `queued.max.messages.kbytes`, for all its partitions
+    /// together); see [`KafkaConnection::consumer_config`].
+    #[serde(deserialize_with = "queued_kbytes")]
+    pub kafka_queued_max_kbytes: u32,
     #[serde(default)]
     pub kafka_security_protocol: Option<String>,
     #[serde(default)]
@@ -86,6 +103,7 @@ impl fmt::Debug for KafkaConnection {
         // Destructured, so that a field added later must be placed here too.
         let Self {
             kafka_bootstrap_servers,
+            kafka_queued_max_kbytes,
             kafka_security_protocol,
             kafka_sasl_mechanism,
             kafka_sasl_username,
@@ -94,6 +112,7 @@ impl fmt::Debug for KafkaConnection {
         } = self;
         f.debug_struct("KafkaConnection")
             .field("kafka_bootstrap_servers", kafka_bootstrap_servers)
+            .field("kafka_queued_max_kbytes", kafka_queued_max_kbytes)
             .field("kafka_security_protocol", kafka_security_protocol)
             .field("kafka_sasl_mechanism", kafka_sasl_mechanism)
             .field("kafka_sasl_username", kafka_sasl_username)
@@ -106,10 +125,42 @@ impl fmt::Debug for KafkaConnection {
     }
 }
 
+/// The documented defaults, no security variable set.
+impl Default for KafkaConnection {
+    fn default() -> Self {
+        Self {
+            kafka_bootstrap_servers: "localhost:9092".to_owned(),
+            kafka_queued_max_kbytes: DEFAULT_QUEUED_MAX_KBYTES,
+            kafka_security_protocol: None,
+            kafka_sasl_mechanism: None,
+            kafka_sasl_username: None,
+            kafka_sasl_password: None,
+            kafka_ssl_ca_location: None,
+        }
+    }
+}
+
+/// `KAFKA_QUEUED_MAX_KBYTES`: a whole number within librdkafka's range.
+fn queued_kbytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let refused = || {
+        serde::de::Error::custom(format!(
+            "KAFKA_QUEUED_MAX_KBYTES must be a whole number of KiB from 1 to {MAX_QUEUED_MAX_KBYTES}"
+        ))
+    };
+    let kbytes: u32 = parse_number(&String::deserialize(deserializer)?).map_err(|_| refused())?;
+    if (1..=MAX_QUEUED_MAX_KBYTES).contains(&kbytes) {
+        Ok(kbytes)
+    } else {
+        Err(refused())
+    }
+}
+
 impl KafkaConnection {
-    /// The documented default for the variables above.
-    pub const DEFAULTS: [(&'static str, &'static str); 1] =
-        [("kafka_bootstrap_servers", "localhost:9092")];
+    /// The documented defaults for the variables above.
+    pub const DEFAULTS: [(&'static str, &'static str); 2] = [
+        ("kafka_bootstrap_servers", "localhost:9092"),
+        ("kafka_queued_max_kbytes", "2048"),
+    ];
 
     /// The librdkafka settings every client of ours starts from: brokers and,
     /// when set (and not blank), the security variables, passed through.
@@ -128,6 +179,20 @@ impl KafkaConnection {
                 config.set(key, value);
             }
         }
+        config
+    }
+
+    /// [`client_config`](Self::client_config) for a consumer: its prefetch
+    /// bounded by `KAFKA_QUEUED_MAX_KBYTES` (librdkafka's default is 64 MiB).
+    /// librdkafka lowers `fetch.max.bytes` to the same figure, never below
+    /// `message.max.bytes` (1 MB), so one fetch response overshoots the bound
+    /// by at most that much per broker.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        config.set(
+            "queued.max.messages.kbytes",
+            self.kafka_queued_max_kbytes.to_string(),
+        );
         config
     }
 }
@@ -153,6 +218,49 @@ mod tests {
         assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(config.get("sasl.password"), None);
         assert_eq!(config.get("sasl.mechanism"), None);
+    }
+
+    fn connection(
+        pairs: &[(&str, &str)],
+    ) -> Result<KafkaConnection, crate::settings::SettingsError> {
+        let variables = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        settings::read(&KafkaConnection::DEFAULTS, Variables::Map(variables))?.get()
+    }
+
+    #[test]
+    fn a_consumer_fetches_ahead_at_most_kafka_queued_max_kbytes() {
+        let kbytes = |connection: &KafkaConnection| {
+            connection
+                .consumer_config()
+                .get("queued.max.messages.kbytes")
+                .map(str::to_owned)
+        };
+        let defaults = connection(&[]).unwrap();
+        assert_eq!(defaults.kafka_queued_max_kbytes, DEFAULT_QUEUED_MAX_KBYTES);
+        assert_eq!(kbytes(&defaults).as_deref(), Some("2048"));
+        assert_eq!(kbytes(&KafkaConnection::default()).as_deref(), Some("2048"));
+        let set = connection(&[("KAFKA_QUEUED_MAX_KBYTES", " 512 ")]).unwrap();
+        assert_eq!(kbytes(&set).as_deref(), Some("512"));
+        // A producer has no prefetch: librdkafka would warn about the setting.
+        assert_eq!(set.client_config().get("queued.max.messages.kbytes"), None);
+    }
+
+    #[test]
+    fn a_kafka_queued_max_kbytes_out_of_librdkafkas_range_is_refused_naming_it() {
+        for value in ["0", "-1", "2097152", "lots", "1.5"] {
+            let error = connection(&[("KAFKA_QUEUED_MAX_KBYTES", value)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("KAFKA_QUEUED_MAX_KBYTES"),
+                "{value:?}: {error}"
+            );
+        }
+        assert!(connection(&[("KAFKA_QUEUED_MAX_KBYTES", "2097151")]).is_ok());
+        assert!(connection(&[("KAFKA_QUEUED_MAX_KBYTES", "1")]).is_ok());
     }
 
     #[test]
