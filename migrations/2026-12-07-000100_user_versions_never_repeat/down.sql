@@ -1,3 +1,3 @@
-DROP TRIGGER user_info_remember_deletion ON user_info;
-DROP FUNCTION user_info_remember_deletion();
+DROP TRIGGER user_info_remember_deletions ON user_info;
+DROP FUNCTION user_info_remember_deletions();
 DROP TABLE user_tombstones;

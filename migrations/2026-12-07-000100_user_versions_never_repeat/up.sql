@@ -10,18 +10,21 @@ CREATE TABLE user_tombstones (
     deleted_at timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE FUNCTION user_info_remember_deletion() RETURNS trigger
+-- One statement per deleting statement (a consumer's batch deletes hundreds of
+-- users at once), not one per row.
+CREATE FUNCTION user_info_remember_deletions() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO user_tombstones (user_id, version, deleted_at)
-    VALUES (OLD.user_id, OLD.version, now())
+    SELECT user_id, version, now() FROM gone
     ON CONFLICT (user_id) DO UPDATE
         SET version = GREATEST(user_tombstones.version, EXCLUDED.version),
             deleted_at = EXCLUDED.deleted_at;
-    RETURN OLD;
+    RETURN NULL;
 END;
 $$;
 
-CREATE TRIGGER user_info_remember_deletion
+CREATE TRIGGER user_info_remember_deletions
     AFTER DELETE ON user_info
-    FOR EACH ROW EXECUTE FUNCTION user_info_remember_deletion();
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION user_info_remember_deletions();

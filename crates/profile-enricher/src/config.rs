@@ -211,6 +211,9 @@ fn read(variables: Variables) -> anyhow::Result<Settings> {
     ];
     defaults.extend(HttpSettings::DEFAULTS);
     defaults.extend(KafkaConnection::DEFAULTS);
+    // Its own prefetch bound: its pace is its upstream's (hundreds of profiles a
+    // second), and its pod has 64 MiB (README, "Memory, worst case").
+    defaults.push(("kafka_queued_max_kbytes", "2048"));
     // The file's values sit between the defaults and the environment.
     let file = match variables.value("ENRICHER_CONFIG") {
         Some(path) => Some(sources::File::read(&path, |key| {
@@ -508,10 +511,10 @@ mod tests {
             defaults.enricher_kafka_retry_backoff
         );
         assert_eq!(defaults.kafka_group_id, "profile-enricher");
-        assert_eq!(
-            documented.connection.kafka_queued_max_kbytes,
-            defaults.connection.kafka_queued_max_kbytes
-        );
+        // KAFKA_QUEUED_MAX_KBYTES there is the consumer's (16384); the enricher's
+        // own default is smaller, for its 64 MiB pods.
+        assert_eq!(documented.connection.kafka_queued_max_kbytes, 16_384);
+        assert_eq!(defaults.connection.kafka_queued_max_kbytes, 2048);
     }
 
     #[test]

@@ -738,7 +738,7 @@ mod tests {
                 .get("queued.max.messages.kbytes")
                 .map(str::to_owned)
         };
-        assert_eq!(kbytes(&[]).as_deref(), Some("2048"));
+        assert_eq!(kbytes(&[]).as_deref(), Some("16384"));
         assert_eq!(
             kbytes(&[("KAFKA_QUEUED_MAX_KBYTES", "700")]).as_deref(),
             Some("700")

@@ -29,30 +29,36 @@ pub struct AppState {
 }
 
 /// How `DATABASE_POOL_SIZE` connections are shared: one for the purge task,
-/// then per HTTP worker a read connection and a pool of the rest. The workers
+/// then per HTTP worker a read connection and a pool, the pools splitting the
+/// rest (the first ones one more when it does not divide evenly). The workers
 /// are capped so that each gets at least one of each: at most
 /// `(DATABASE_POOL_SIZE - 1) / 2` of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionBudget {
     pub workers: usize,
-    pub pool_per_worker: usize,
+    /// Connections for the workers' pools, all together.
+    pub pooled: usize,
 }
 
 impl ConnectionBudget {
     pub fn split(pool_size: usize, requested_workers: usize) -> Self {
-        let per_worker_minimum = 2;
         let available = pool_size.saturating_sub(1);
-        let workers = requested_workers.min(available / per_worker_minimum).max(1);
-        let pool_per_worker = (available / workers).saturating_sub(1).max(1);
-        Self {
-            workers,
-            pool_per_worker,
-        }
+        let workers = requested_workers.min(available / 2).max(1);
+        let pooled = available.saturating_sub(workers).max(workers);
+        Self { workers, pooled }
+    }
+
+    /// The pool of the `index`th worker (from 0).
+    pub fn pool_for(&self, index: usize) -> usize {
+        self.pooled / self.workers + usize::from(index % self.workers < self.pooled % self.workers)
     }
 
     /// Every connection the process may hold open at once.
     pub fn connections(&self) -> usize {
-        1 + self.workers * (self.pool_per_worker + 1)
+        1 + self.workers
+            + (0..self.workers)
+                .map(|index| self.pool_for(index))
+                .sum::<usize>()
     }
 }
 
@@ -88,7 +94,7 @@ impl Application {
                 "HTTP workers capped so that every database connection fits in DATABASE_POOL_SIZE"
             );
         }
-        let (workers, pool_per_worker) = (budget.workers, budget.pool_per_worker);
+        let next_worker = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let metrics = Metrics::new(&database).context("could not register the metrics")?;
         let http_metrics = web::Data::new(metrics.http.clone());
         let metrics = web::Data::new(metrics);
@@ -98,7 +104,9 @@ impl Application {
         let worker_http = http.clone();
         let server = HttpServer::new(move || {
             let state = web::Data::new(AppState {
-                database: database.with_own_pool(pool_per_worker),
+                database: database.with_own_pool(
+                    budget.pool_for(next_worker.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+                ),
                 idempotency_key_ttl: ttl,
             });
             App::new()
@@ -114,7 +122,7 @@ impl Application {
                 .app_data(worker_http.clone())
                 .configure(configure)
         })
-        .workers(workers)
+        .workers(budget.workers)
         .client_request_timeout(http.head_timeout)
         .keep_alive(http.keep_alive)
         .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
@@ -174,19 +182,19 @@ mod tests {
                     budget.connections()
                 );
                 assert!(budget.workers >= 1 && budget.workers <= cores);
-                assert!(budget.pool_per_worker >= 1);
+                assert!((0..budget.workers).all(|worker| budget.pool_for(worker) >= 1));
             }
         }
-        // The default pool on a 32-core node: 4 workers, 1 + 4 x (1 + 1) = 9.
+        // The default pool on a 32-core node: 4 workers, 1 + 4 x 1 read + 5 pooled.
+        let many = ConnectionBudget::split(10, 32);
+        assert_eq!((many.workers, many.pooled), (4, 5));
         assert_eq!(
-            ConnectionBudget::split(10, 32),
-            ConnectionBudget {
-                workers: 4,
-                pool_per_worker: 1
-            }
+            (0..4).map(|w| many.pool_for(w)).collect::<Vec<_>>(),
+            [2, 1, 1, 1]
         );
-        // Cores the pool can serve are all used.
-        assert_eq!(ConnectionBudget::split(10, 2).workers, 2);
-        assert_eq!(ConnectionBudget::split(10, 2).connections(), 9);
+        // Two cores: both used, every connection of the pool in use.
+        let two = ConnectionBudget::split(10, 2);
+        assert_eq!((two.pool_for(0), two.pool_for(1)), (4, 3));
+        assert_eq!(two.connections(), 10);
     }
 }

@@ -9,7 +9,7 @@
 //! commit together or not at all: a request that failed half-way leaves no key
 //! behind, and its retry starts afresh. Expired rows count as absent (and are
 //! replaced); [`purge_expired`] removes them. An answer that holds a user is
-//! deleted with that user (a foreign key, `ON DELETE CASCADE`): no personal data
+//! deleted with that user (a statement-level trigger on `user_info`): no personal data
 //! outlives its erasure in a kept answer.
 
 use std::time::Duration;
@@ -92,8 +92,7 @@ pub(crate) async fn kept(
 }
 
 /// Records the first answer for `ttl` (replacing an expired row of the key).
-/// `user`: the user the answer holds, whose deletion deletes the answer (its
-/// row must exist: the answer is kept in the transaction that wrote it).
+/// `user`: the user the answer holds, whose deletion deletes the answer.
 pub(crate) async fn keep(
     conn: &mut AsyncPgConnection,
     key: &str,
