@@ -29,6 +29,16 @@
 //! with capped exponential backoff. Any rebalance drops everything in hand:
 //! the assignment it was fetched under is gone.
 //!
+//! **Nothing dropped waits for traffic.** Records are dropped unapplied when a
+//! batch is fenced (another member moved the offset - or our own COMMIT
+//! succeeded but its answer came after `DATABASE_QUERY_TIMEOUT`, so the retry
+//! found the offset moved) and while a pause has failed. Kafka's fetch position
+//! is past them, so each such partition is sought back at once, to its stored
+//! offset (or to the first record dropped while the stored offset is unknown);
+//! a seek that fails is retried every second. Only a rebalance needs no seek:
+//! a new assignment fetches from Kafka's committed offset, never past
+//! PostgreSQL's.
+//!
 //! **Stopping.** SIGTERM/SIGINT: the batch in hand may finish within
 //! [`SHUTDOWN_GRACE`]; what cannot (a silent database) is abandoned - nothing is
 //! stored for it, the next owner replays it - and leaving the group is bounded
@@ -45,10 +55,10 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use service_kit::error_chain;
-use service_kit::kafka::DeadLetters;
+use service_kit::kafka::{DEAD_LETTER_MAX_BYTES, DeadLetters};
 use service_kit::kafka::{DropAside, MemberContext, commit};
 use tokio::sync::watch;
-use user_store::{OffsetAdvance, StoreError};
+use user_store::{BatchWrite, OffsetAdvance, StoreError};
 
 use crate::config::ConsumerSettings;
 use crate::records::{Batch, Incoming};
@@ -59,6 +69,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long leaving the group may take after that.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a seek back that failed is tried again.
+const SEEK_RETRY: Duration = Duration::from_secs(1);
 
 type Partition = (String, i32);
 
@@ -99,9 +111,35 @@ struct Intake {
     positions: HashMap<Partition, Position>,
     /// The rebalance count the buffer and positions belong to.
     generation: u64,
-    /// Partitions whose records are being discarded (a pause that failed):
-    /// they are sought back once their batch is stored.
+    /// Partitions whose records are being discarded (a pause that failed)
+    /// until the batch in hand ends.
     discarding: HashSet<Partition>,
+    /// Partitions whose records were dropped unapplied, with the first such
+    /// offset: each is sought back once the batch in hand ends.
+    dropped: HashMap<Partition, i64>,
+}
+
+impl Intake {
+    /// Notes that `records` are dropped unapplied: their partitions must be
+    /// sought back.
+    fn drop_unapplied<'a>(&mut self, records: impl IntoIterator<Item = (&'a str, i32, i64)>) {
+        for (topic, partition, offset) in records {
+            self.dropped
+                .entry((topic.to_owned(), partition))
+                .and_modify(|first| *first = (*first).min(offset))
+                .or_insert(offset);
+        }
+    }
+
+    /// Drops the buffer (records read ahead), noting what it held.
+    fn drop_buffer(&mut self) {
+        let buffer = std::mem::take(&mut self.buffer);
+        self.drop_unapplied(
+            buffer
+                .iter()
+                .map(|record| (record.topic.as_str(), record.partition, record.offset)),
+        );
+    }
 }
 
 /// The member's librdkafka settings: the shared ones with the prefetch bound
@@ -140,6 +178,7 @@ impl UserConsumer {
             .kafka_client()
             .set("acks", "all")
             .set("message.timeout.ms", "10000")
+            .set("message.max.bytes", DEAD_LETTER_MAX_BYTES.to_string())
             .create()?;
         tracing::info!(
             topic = settings.kafka_topic,
@@ -175,16 +214,21 @@ impl UserConsumer {
             positions: HashMap::new(),
             generation: self.consumer.context().rebalances(),
             discarding: HashSet::new(),
+            dropped: HashMap::new(),
         };
         loop {
             let mut stopping = stop.clone();
             if stopping.borrow().is_some() {
                 break;
             }
+            self.follow_rebalances(&mut intake);
+            self.seek_back(&mut intake);
+            let seeks_pending = !intake.dropped.is_empty();
             tokio::select! {
                 biased;
                 _ = stopping.changed() => break,
                 _ = self.fill(&mut intake) => {}
+                () = tokio::time::sleep(SEEK_RETRY), if seeks_pending => continue,
             }
             let Some(batch) = self.next_batch(&mut intake, &stop).await else {
                 continue;
@@ -238,9 +282,7 @@ impl UserConsumer {
         self.follow_rebalances(intake);
         let partition = (message.topic().to_owned(), message.partition());
         if intake.discarding.contains(&partition) {
-            if let Some(position) = intake.positions.get_mut(&partition) {
-                position.contiguous = false;
-            }
+            intake.drop_unapplied([(message.topic(), message.partition(), message.offset())]);
             return;
         }
         intake.buffer.push(Incoming::from_message(message));
@@ -263,6 +305,7 @@ impl UserConsumer {
         intake.buffer.clear();
         intake.positions.clear();
         intake.discarding.clear();
+        intake.dropped.clear();
         true
     }
 
@@ -320,12 +363,12 @@ impl UserConsumer {
                 }
             }
         }
-        let mut seek_to: HashMap<Partition, i64> = HashMap::new();
+        let mut behind: HashSet<Partition> = HashSet::new();
         let records = std::mem::take(&mut intake.buffer);
         let mut kept = Vec::with_capacity(records.len());
         for record in records {
             let key = record.partition_key();
-            if seek_to.contains_key(&key) {
+            if behind.contains(&key) {
                 continue;
             }
             let Some(position) = intake.positions.get_mut(&key) else {
@@ -334,7 +377,8 @@ impl UserConsumer {
             match position.stored {
                 Some(stored) if record.offset < stored => {}
                 Some(stored) if !position.contiguous && record.offset > stored => {
-                    seek_to.insert(key, stored);
+                    intake.drop_unapplied([(record.topic.as_str(), record.partition, stored)]);
+                    behind.insert(key);
                 }
                 _ => {
                     position.contiguous = true;
@@ -342,9 +386,9 @@ impl UserConsumer {
                 }
             }
         }
-        for ((topic, partition), offset) in seek_to {
-            kept.retain(|record| record.topic != topic || record.partition != partition);
-            self.seek(&topic, partition, offset, intake);
+        if !behind.is_empty() {
+            kept.retain(|record| !behind.contains(&record.partition_key()));
+            self.seek_back(intake);
         }
         if kept.is_empty() {
             return None;
@@ -352,32 +396,58 @@ impl UserConsumer {
         Some(Batch::new(kept))
     }
 
-    /// Moves a partition's fetch position back to `offset` (Kafka's committed
-    /// offset was past PostgreSQL's). On failure the next record tries again.
-    fn seek(&self, topic: &str, partition: i32, offset: i64, intake: &mut Intake) {
+    /// Moves a partition's fetch position back to `offset`; `false` when
+    /// librdkafka refused (the partition's position is then not trusted).
+    fn seek(&self, topic: &str, partition: i32, offset: i64, intake: &mut Intake) -> bool {
         let key = (topic.to_owned(), partition);
-        match self.consumer.seek(
+        let result = self.consumer.seek(
             topic,
             partition,
             Offset::Offset(offset),
             Duration::from_secs(1),
-        ) {
-            Ok(()) => {
-                tracing::info!(
-                    topic,
-                    partition,
-                    offset,
-                    "sought back to the offset stored in PostgreSQL"
-                );
-                if let Some(position) = intake.positions.get_mut(&key) {
-                    position.contiguous = true;
-                }
-            }
+        );
+        let sought = result.is_ok();
+        match result {
+            Ok(()) => tracing::info!(topic, partition, offset, "sought back"),
+            Err(error) => tracing::warn!(%error, topic, partition, offset, "cannot seek"),
+        }
+        if let Some(position) = intake.positions.get_mut(&key) {
+            position.contiguous = sought;
+        }
+        sought
+    }
+
+    /// Seeks every partition whose records were dropped back to its stored
+    /// offset - or, while that is unknown, to the first record dropped (what
+    /// comes again before the stored offset is then skipped). A partition no
+    /// longer assigned is let go; a seek that fails stays, to be retried.
+    /// Leaves everything while a rebalance is not yet followed (it drops what
+    /// was noted).
+    fn seek_back(&self, intake: &mut Intake) {
+        if intake.dropped.is_empty() || self.consumer.context().rebalances() != intake.generation {
+            return;
+        }
+        let assigned = match self.consumer.assignment() {
+            Ok(assigned) => assigned,
             Err(error) => {
-                tracing::warn!(%error, topic, partition, offset, "cannot seek; retrying with the next record");
-                if let Some(position) = intake.positions.get_mut(&key) {
-                    position.contiguous = false;
+                tracing::warn!(%error, "cannot read the assignment to seek back");
+                return;
+            }
+        };
+        for (key, first) in std::mem::take(&mut intake.dropped) {
+            let (topic, partition) = &key;
+            if assigned.find_partition(topic, *partition).is_none() {
+                continue;
+            }
+            let offset = match intake.positions.get(&key).and_then(|p| p.stored) {
+                Some(stored) => stored,
+                None => {
+                    intake.positions.remove(&key);
+                    first
                 }
+            };
+            if !self.seek(topic, *partition, offset, intake) {
+                intake.dropped.insert(key, first);
             }
         }
     }
@@ -415,6 +485,7 @@ impl UserConsumer {
         let mut paused = false;
         let mut written = 0;
         let mut delay = Duration::from_millis(100);
+        let mut one_by_one = false;
         let outcome = loop {
             self.follow_rebalances(intake);
             if intake.generation != generation {
@@ -443,9 +514,21 @@ impl UserConsumer {
                     );
                     written += 1;
                 }
+                let (letters, replays, follow) = (
+                    batch.letter_marks(),
+                    batch.replays(),
+                    batch.replays_to_follow(),
+                );
+                let write = BatchWrite {
+                    folded: &batch.folded,
+                    letters: &letters,
+                    replays: &replays,
+                    follow: &follow,
+                    one_by_one,
+                };
                 self.status
                     .database
-                    .apply_batch(&self.group, &advances, &batch.folded)
+                    .apply_batch(&self.group, &advances, &write)
                     .await
                     .map_err(Failure::Database)
             };
@@ -462,9 +545,21 @@ impl UserConsumer {
                         partitions,
                         "batch fenced: a partition's offset was moved by another member; dropped"
                     );
-                    intake.buffer.clear();
+                    // Our own COMMIT may have succeeded (its answer came too
+                    // late): the batch's records and those read ahead are
+                    // fetched again from where each partition stands.
+                    intake.drop_unapplied(batch.partitions.iter().map(
+                        |((topic, partition), range)| (topic.as_str(), *partition, range.first),
+                    ));
+                    intake.drop_buffer();
                     intake.positions.clear();
                     break Outcome::Dropped;
+                }
+                Err(Failure::Database(StoreError::Superseded(places))) => {
+                    // Their users changed since they were dead-lettered:
+                    // applying them would undo that. The rest applies.
+                    batch.supersede(places);
+                    continue;
                 }
                 Err(Failure::Database(StoreError::Rejected(error))) => {
                     // The database answered and refused: find the records it
@@ -483,6 +578,16 @@ impl UserConsumer {
                                 "the database refuses records of the batch: isolated for the dead-letter topic"
                             );
                             batch.refuse(refusals);
+                            continue;
+                        }
+                        Ok(_) if !one_by_one => {
+                            // Refused whole, no record refused alone: the
+                            // multi-row statement met the changes in another
+                            // order than the records'. One user at a time.
+                            tracing::warn!(
+                                "the database refuses the batch but no record of it alone: applying it user by user"
+                            );
+                            one_by_one = true;
                             continue;
                         }
                         Ok(_) => Failure::Database(StoreError::Rejected(error)),
@@ -507,6 +612,7 @@ impl UserConsumer {
         if paused {
             self.resume();
         }
+        intake.discarding.clear();
         match outcome {
             Outcome::Done => self.stored(&batch, intake, generation, started),
             Outcome::Dropped => {
@@ -539,8 +645,7 @@ impl UserConsumer {
 
     /// After the batch's transaction committed: positions move (unless a
     /// rebalance since `generation` dropped them: the next batch reads them
-    /// from PostgreSQL), Kafka's offsets follow, partitions whose records were
-    /// discarded are sought back.
+    /// from PostgreSQL), Kafka's offsets follow.
     fn stored(&self, batch: &Batch, intake: &mut Intake, generation: u64, started: Instant) {
         self.status.set_database_failing(false);
         let mut offsets = TopicPartitionList::new();
@@ -552,9 +657,6 @@ impl UserConsumer {
                     contiguous: true,
                 });
                 position.stored = Some(range.next);
-            }
-            if intake.discarding.remove(&key) {
-                self.seek(topic, *partition, range.next, intake);
             }
             if let Err(error) =
                 offsets.add_partition_offset(topic, *partition, Offset::Offset(range.next))
@@ -570,6 +672,15 @@ impl UserConsumer {
         metrics
             .dead_lettered
             .inc_by(batch.dead_letters.len() as u64);
+        metrics.superseded.inc_by(batch.superseded.len() as u64);
+        for place in &batch.superseded {
+            tracing::warn!(
+                topic = place.topic,
+                partition = place.partition,
+                offset = place.offset,
+                "replayed dead letter skipped: its user changed after it was dead-lettered"
+            );
+        }
         metrics.batch_size.observe(batch.records() as f64);
         metrics
             .batch_seconds
@@ -600,11 +711,17 @@ impl UserConsumer {
                             .insert((element.topic().to_owned(), element.partition()));
                     }
                 }
-                // Read ahead, they would come again after the seek back.
-                let discarding = &intake.discarding;
-                intake
-                    .buffer
-                    .retain(|record| !discarding.contains(&record.partition_key()));
+                // Read ahead: they come again after the seek back.
+                let (discarded, kept) = std::mem::take(&mut intake.buffer)
+                    .into_iter()
+                    .partition(|record| intake.discarding.contains(&record.partition_key()));
+                intake.buffer = kept;
+                let discarded: Vec<Incoming> = discarded;
+                intake.drop_unapplied(
+                    discarded
+                        .iter()
+                        .map(|record| (record.topic.as_str(), record.partition, record.offset)),
+                );
                 false
             }
         }

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub database_retries: IntCounter,
     pub fenced: IntCounter,
     pub refused: IntCounter,
+    pub superseded: IntCounter,
     pub batch_size: Histogram,
     pub batch_seconds: Histogram,
     pub lag: IntGaugeVec,
@@ -45,6 +46,10 @@ impl Metrics {
             "consumer_records_refused_total",
             "Records the database refused (SQLSTATE 22, 23), isolated by splitting their batch and dead-lettered",
         )?)?;
+        let superseded = registry.register(IntCounter::new(
+            "consumer_replays_superseded_total",
+            "Replayed dead letters skipped because their user changed after they were dead-lettered",
+        )?)?;
         let batch_size = registry.register(Histogram::with_opts(
             HistogramOpts::new("consumer_batch_size", "Messages per applied batch")
                 .buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0]),
@@ -64,6 +69,7 @@ impl Metrics {
             database_retries,
             fenced,
             refused,
+            superseded,
             batch_size,
             batch_seconds,
             lag,

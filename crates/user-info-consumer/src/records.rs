@@ -9,14 +9,14 @@
 //! - Anything else is poison: the reason names the field and the rule, never the
 //!   value, because it travels in a `dlq-reason` header.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use domain::{Change, Folded, UserChange, fold_changes, parse_user_id};
 use rdkafka::Message;
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, OwnedHeaders};
 use service_kit::kafka::trace::record_span;
 use tracing::Span;
-use user_store::{Refusal, UserRecords};
+use user_store::{LetterMark, RecordPlace, Refusal, UserRecords};
 use uuid::Uuid;
 
 /// Why a record cannot be applied.
@@ -47,6 +47,9 @@ pub struct Incoming {
     pub value: Option<Vec<u8>>,
     pub headers: Option<OwnedHeaders>,
     pub decoded: Result<(Uuid, Change), Reason>,
+    /// For a dead letter put back by `replay-dlq`: where its record was first
+    /// (its `dlq-replayed-source` header).
+    pub replayed: Option<RecordPlace>,
     /// While traces are exported, for a record carrying a trace context: its
     /// span, continuing its producer's trace, from its receipt until its batch
     /// is stored (or it is dead-lettered).
@@ -82,14 +85,19 @@ impl Incoming {
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
+            replayed: headers.as_ref().and_then(replayed_from),
             headers,
             decoded: decode(message.key(), message.payload()),
             span,
         }
     }
 
-    fn into_dead_letter(self, reason: Reason) -> DeadLetter {
+    /// `user_id` is the record's user, when known: a record that did not
+    /// decode may still name it in its key or its value.
+    fn into_dead_letter(self, reason: Reason, user_id: Option<Uuid>) -> DeadLetter {
+        let user_id = user_id.or_else(|| user_named(self.key.as_deref(), self.value.as_deref()));
         DeadLetter {
+            user_id,
             topic: self.topic,
             partition: self.partition,
             offset: self.offset,
@@ -104,8 +112,44 @@ impl Incoming {
     }
 }
 
+/// The original place a replayed record carries: `dlq-replayed-source:
+/// <topic>/<partition>/<offset>` (topic names hold no `/`).
+fn replayed_from(headers: &OwnedHeaders) -> Option<RecordPlace> {
+    use rdkafka::message::Headers;
+    let header = headers
+        .iter()
+        .find(|header| header.key == REPLAYED_SOURCE)?;
+    let text = std::str::from_utf8(header.value?).ok()?;
+    let mut parts = text.rsplitn(3, '/');
+    let offset = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    let topic = parts.next()?.to_owned();
+    Some(RecordPlace {
+        topic,
+        partition,
+        offset,
+    })
+}
+
+/// The header `replay-dlq` puts on a replayed record: where it was first.
+pub const REPLAYED_SOURCE: &str = "dlq-replayed-source";
+
+/// The user a record that did not decode names: its key, or its value's
+/// `user_id`, when either is a UUID.
+fn user_named(key: Option<&[u8]>, value: Option<&[u8]>) -> Option<Uuid> {
+    let from_key = key
+        .and_then(|key| std::str::from_utf8(key).ok())
+        .and_then(parse_user_id);
+    from_key.or_else(|| {
+        let value: serde_json::Value = serde_json::from_slice(value?).ok()?;
+        parse_user_id(value.get("user_id")?.as_str()?)
+    })
+}
+
 /// A dead letter to write: where the record came from, and the record.
 pub struct DeadLetter {
+    /// The record's user, when known: its letter is marked in the database.
+    pub user_id: Option<Uuid>,
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -133,6 +177,9 @@ pub struct Batch {
     pub dead_letters: Vec<DeadLetter>,
     /// The records' offsets, per (topic, partition).
     pub partitions: HashMap<(String, i32), Range>,
+    /// Replayed records skipped: their user changed after they were
+    /// dead-lettered (or a record of the batch before them changes it).
+    pub superseded: Vec<RecordPlace>,
 }
 
 impl Batch {
@@ -149,17 +196,91 @@ impl Batch {
             range.next = range.next.max(record.offset + 1);
             match std::mem::replace(&mut record.decoded, Err(String::new())) {
                 Ok((id, change)) => valid.push((record, id, change)),
-                Err(reason) => dead_letters.push(record.into_dead_letter(reason)),
+                Err(reason) => dead_letters.push(record.into_dead_letter(reason, None)),
             }
         }
+        // A replayed record behind a record of its user that is not a replay
+        // (produced after the replay began) would undo that record's change.
+        let mut changed: HashSet<Uuid> = HashSet::new();
+        let mut superseded = Vec::new();
+        valid.retain(|(record, id, _)| match &record.replayed {
+            Some(place) if changed.contains(id) => {
+                superseded.push(place.clone());
+                false
+            }
+            Some(_) => true,
+            None => {
+                changed.insert(*id);
+                true
+            }
+        });
         let mut batch = Batch {
             valid,
             folded: Vec::new(),
             dead_letters,
             partitions,
+            superseded,
         };
         batch.fold();
         batch
+    }
+
+    /// The original places of the replayed records it applies.
+    pub fn replays(&self) -> Vec<RecordPlace> {
+        self.valid
+            .iter()
+            .filter_map(|(record, _, _)| record.replayed.clone())
+            .collect()
+    }
+
+    /// The replayed records that are their user's last record in the batch.
+    pub fn replays_to_follow(&self) -> Vec<RecordPlace> {
+        let mut last: HashMap<Uuid, &Incoming> = HashMap::new();
+        for (record, id, _) in &self.valid {
+            last.insert(*id, record);
+        }
+        last.into_values()
+            .filter_map(|record| record.replayed.clone())
+            .collect()
+    }
+
+    /// Its dead letters of known users, each superseded when a later record
+    /// of its user in its partition is applied by the batch.
+    pub fn letter_marks(&self) -> Vec<LetterMark> {
+        self.dead_letters
+            .iter()
+            .filter_map(|letter| {
+                let user_id = letter.user_id?;
+                let superseded = self.valid.iter().any(|(record, id, _)| {
+                    *id == user_id
+                        && record.topic == letter.topic
+                        && record.partition == letter.partition
+                        && record.offset > letter.offset
+                });
+                Some(LetterMark {
+                    place: RecordPlace {
+                        topic: letter.topic.clone(),
+                        partition: letter.partition,
+                        offset: letter.offset,
+                    },
+                    user_id,
+                    superseded,
+                })
+            })
+            .collect()
+    }
+
+    /// Skips the replayed records at these original places (the database
+    /// found them superseded) and folds the rest again.
+    pub fn supersede(&mut self, places: Vec<RecordPlace>) {
+        self.valid.retain(|(record, _, _)| {
+            !record
+                .replayed
+                .as_ref()
+                .is_some_and(|place| places.contains(place))
+        });
+        self.superseded.extend(places);
+        self.fold();
     }
 
     fn fold(&mut self) {
@@ -210,8 +331,8 @@ impl Batch {
         let mut refused = Vec::new();
         for refusal in refusals {
             if refusal.index < self.valid.len() {
-                let (record, _, _) = self.valid.remove(refusal.index);
-                refused.push(record.into_dead_letter(refusal.reason()));
+                let (record, id, _) = self.valid.remove(refusal.index);
+                refused.push(record.into_dead_letter(refusal.reason(), Some(id)));
             }
         }
         refused.reverse();
@@ -292,6 +413,7 @@ mod tests {
             value: Some(value.as_bytes().to_vec()),
             headers: None,
             decoded: decode(None, Some(value.as_bytes())),
+            replayed: None,
             span: None,
         }
     }
@@ -343,5 +465,51 @@ mod tests {
         };
         assert_eq!(fields.last_name, None);
         assert_eq!(batch.records(), 2);
+    }
+
+    #[test]
+    fn a_replayed_record_carries_its_first_place_and_is_skipped_behind_its_user_s_change() {
+        let place = "user_service.v2/4/1234";
+        let headers = OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: REPLAYED_SOURCE,
+            value: Some(place),
+        });
+        let expected = RecordPlace {
+            topic: "user_service.v2".to_owned(),
+            partition: 4,
+            offset: 1234,
+        };
+        assert_eq!(replayed_from(&headers), Some(expected.clone()));
+
+        let change = format!(r#"{{"user_id":"{ID}","first_name":"New"}}"#);
+        let old = format!(r#"{{"user_id":"{ID}","first_name":"Old"}}"#);
+        let replayed = |offset| Incoming {
+            replayed: Some(expected.clone()),
+            ..record(0, offset, &old)
+        };
+        // Replayed first: it applies, and the change after it.
+        let batch = Batch::new(vec![replayed(1), record(0, 2, &change)]);
+        assert_eq!(batch.replays(), vec![expected.clone()]);
+        assert!(batch.superseded.is_empty());
+        // Behind a change of its user: skipped, the change stands.
+        let batch = Batch::new(vec![record(0, 1, &change), replayed(2)]);
+        assert_eq!(batch.superseded, vec![expected]);
+        assert!(batch.replays().is_empty());
+        let Folded::Upsert(fields) = &batch.folded[0].1 else {
+            panic!("expected an upsert");
+        };
+        assert_eq!(fields.first_name.as_ref().map(|n| n.as_str()), Some("New"));
+    }
+
+    #[test]
+    fn a_dead_letter_is_marked_superseded_when_its_user_s_later_record_applies() {
+        let first = format!(r#"{{"user_id":"{ID}","first_name":"A"}}"#);
+        let bad = format!(r#"{{"user_id":"{ID}","email":"not-an-email"}}"#);
+        let batch = Batch::new(vec![record(0, 1, &first), record(0, 2, &bad)]);
+        let marks = batch.letter_marks();
+        assert_eq!(marks.len(), 1, "the user is named by the value");
+        assert!(!marks[0].superseded);
+        let batch = Batch::new(vec![record(0, 1, &bad), record(0, 2, &first)]);
+        assert!(batch.letter_marks()[0].superseded);
     }
 }

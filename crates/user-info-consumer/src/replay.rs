@@ -4,12 +4,24 @@
 //!
 //! Each dead letter read is re-produced to its `dlq-source-topic` with its
 //! original key, value and headers (the `dlq-*` ones dropped) plus
-//! `dlq-replayed-from: <dead-letter topic>/<partition>/<offset>`, and acknowledged
+//! `dlq-replayed-from: <dead-letter topic>/<partition>/<offset>` and
+//! `dlq-replayed-source: <topic>/<partition>/<offset>` (where the record was
+//! first: the consumer skips the replay when the user changed since - see
+//! `user_store`'s `replays`), and acknowledged
 //! before the run commits its position under its own consumer group
 //! (`<KAFKA_GROUP_ID>.replay-dlq`, or `--group`): a second run starts where the
-//! first stopped and replays nothing twice. Letters a filter leaves out are
+//! first stopped and replays nothing twice - also when the first failed half-way
+//! (what it had replayed is committed before it reports the failure, and every
+//! [`COMMIT_EVERY`] letters on the way). Letters a filter leaves out are
 //! passed over for good by that group (another `--group` examines them again).
 //! `--dry-run` counts what would be replayed and changes nothing.
+//!
+//! **Partition.** A letter goes back to the partition its record came from
+//! (`dlq-source-partition`), so it stays behind the user's earlier records and
+//! before the later ones, whatever partitioner the original producer used
+//! (Java clients and kafka-python hash keys with murmur2, librdkafka with
+//! CRC32). Only when that partition no longer exists (or the header is
+//! missing) is the key hashed, with murmur2 like Java's default partitioner.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,11 +33,16 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use service_kit::kafka::DEAD_LETTER_MAX_BYTES;
+
 use crate::config::ConsumerSettings;
+use crate::records::REPLAYED_SOURCE;
 
 /// How long a run waits for one more dead letter before it takes the topic as
 /// read to its end.
 const IDLE: Duration = Duration::from_secs(3);
+/// How many letters a run replays between two commits of its position.
+const COMMIT_EVERY: u64 = 100;
 
 /// One end of the range to replay: an offset, or a time (the record's timestamp).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +141,8 @@ pub async fn replay(settings: &ConsumerSettings, options: &Options) -> anyhow::R
         .kafka_client()
         .set("acks", "all")
         .set("message.timeout.ms", "30000")
+        .set("partitioner", "murmur2_random")
+        .set("message.max.bytes", DEAD_LETTER_MAX_BYTES.to_string())
         .create()
         .context("cannot create the Kafka producer")?;
 
@@ -155,8 +174,15 @@ pub async fn replay(settings: &ConsumerSettings, options: &Options) -> anyhow::R
     let mut summary = Summary::default();
     let mut positions: HashMap<i32, i64> = HashMap::new();
     let mut stopped: Vec<i32> = Vec::new();
+    let mut partition_counts: HashMap<String, i32> = HashMap::new();
     while let Ok(received) = tokio::time::timeout(IDLE, consumer.recv()).await {
-        let message = received.context("cannot read the dead-letter topic")?;
+        let message = match received {
+            Ok(message) => message,
+            Err(error) => {
+                commit_positions(&consumer, topic, &positions, options.dry_run)?;
+                return Err(error).context("cannot read the dead-letter topic");
+            }
+        };
         let (partition, offset) = (message.partition(), message.offset());
         if stopped.contains(&partition) {
             continue;
@@ -170,7 +196,6 @@ pub async fn replay(settings: &ConsumerSettings, options: &Options) -> anyhow::R
             continue;
         }
         summary.read += 1;
-        positions.insert(partition, offset + 1);
         let reason = header(&message, "dlq-reason").unwrap_or_default();
         let selected = options
             .since
@@ -181,6 +206,7 @@ pub async fn replay(settings: &ConsumerSettings, options: &Options) -> anyhow::R
                 .is_none_or(|wanted| reason.contains(wanted));
         if !selected {
             summary.skipped += 1;
+            positions.insert(partition, offset + 1);
             continue;
         }
         if !options.dry_run {
@@ -200,6 +226,17 @@ pub async fn replay(settings: &ConsumerSettings, options: &Options) -> anyhow::R
                 key: "dlq-replayed-from",
                 value: Some(&replayed_from),
             });
+            // Where the record was first: the consumer finds its letter's
+            // mark by it, and skips the replay if its user changed since.
+            let original_place = header(&message, "dlq-source-partition")
+                .zip(header(&message, "dlq-source-offset"))
+                .map(|(partition, offset)| format!("{source}/{partition}/{offset}"));
+            if let Some(place) = &original_place {
+                headers = headers.insert(Header {
+                    key: REPLAYED_SOURCE,
+                    value: Some(place),
+                });
+            }
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&source).headers(headers);
             if let Some(key) = message.key() {
@@ -208,24 +245,67 @@ pub async fn replay(settings: &ConsumerSettings, options: &Options) -> anyhow::R
             if let Some(value) = message.payload() {
                 record = record.payload(value);
             }
-            producer
+            let count = match partition_counts.get(&source) {
+                Some(count) => *count,
+                None => {
+                    let count = partition_count(&consumer, &source).unwrap_or(0);
+                    partition_counts.insert(source.clone(), count);
+                    count
+                }
+            };
+            let original = header(&message, "dlq-source-partition")
+                .and_then(|partition| partition.parse::<i32>().ok())
+                .filter(|partition| (0..count).contains(partition));
+            if let Some(original) = original {
+                record = record.partition(original);
+            }
+            let sent = producer
                 .send(record, Duration::from_secs(30))
                 .await
                 .map_err(|(error, _)| error)
-                .with_context(|| format!("cannot replay {replayed_from} to {source}"))?;
+                .with_context(|| format!("cannot replay {replayed_from} to {source}"));
+            if let Err(error) = sent {
+                commit_positions(&consumer, topic, &positions, false)?;
+                return Err(error);
+            }
         }
+        positions.insert(partition, offset + 1);
         summary.replayed += 1;
-    }
-    if !options.dry_run && !positions.is_empty() {
-        let mut done = TopicPartitionList::new();
-        for (partition, next) in &positions {
-            done.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        if summary.replayed % COMMIT_EVERY == 0 {
+            commit_positions(&consumer, topic, &positions, options.dry_run)?;
         }
-        consumer
-            .commit(&done, CommitMode::Sync)
-            .context("cannot commit the run's position")?;
     }
+    commit_positions(&consumer, topic, &positions, options.dry_run)?;
     Ok(summary)
+}
+
+/// Commits the run's position: after the last letter it replayed or passed
+/// over, per partition. A dry run commits nothing.
+fn commit_positions(
+    consumer: &StreamConsumer,
+    topic: &str,
+    positions: &HashMap<i32, i64>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    if dry_run || positions.is_empty() {
+        return Ok(());
+    }
+    let mut done = TopicPartitionList::new();
+    for (partition, next) in positions {
+        done.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+    }
+    consumer
+        .commit(&done, CommitMode::Sync)
+        .context("cannot commit the run's position")
+}
+
+/// How many partitions `topic` has now; `None` when the broker does not say.
+fn partition_count(consumer: &StreamConsumer, topic: &str) -> Option<i32> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()?;
+    let partitions = metadata.topics().first()?.partitions().len();
+    i32::try_from(partitions).ok().filter(|count| *count > 0)
 }
 
 fn header<M: Message>(message: &M, name: &str) -> Option<String> {

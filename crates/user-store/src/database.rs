@@ -23,6 +23,7 @@ use crate::isolate::{self, Refusal, UserRecords};
 use crate::merge::{Expect, WrittenId, merge_if, merge_many};
 use crate::offsets::{self, OffsetAdvance};
 use crate::read::Reader;
+use crate::replays::{self, LetterMark, RecordPlace};
 use crate::schema::{User, user_info};
 use crate::{DatabaseSettings, StoreError, migrate};
 
@@ -48,6 +49,27 @@ struct Shared {
     migrated: AtomicBool,
     connect_timeout: Duration,
     query_timeout: Duration,
+}
+
+/// What one batch of Kafka records writes, besides its offsets.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchWrite<'a> {
+    /// One operation per user (see [`domain::fold_changes`]).
+    pub folded: &'a [(Uuid, Folded)],
+    /// The batch's dead letters of known users, to mark with their users'
+    /// state once the batch is applied.
+    pub letters: &'a [LetterMark],
+    /// The original places of the replayed records it holds: if one's user
+    /// changed since it was dead-lettered, the batch is refused whole.
+    pub replays: &'a [RecordPlace],
+    /// The replays that are their user's last record in the batch: the
+    /// user's later letters move with them.
+    pub follow: &'a [RecordPlace],
+    /// One statement per user, in the batch's order, instead of one for all:
+    /// for a batch the database refuses whole although no record of it is
+    /// refused alone (a non-deferrable UNIQUE checked row by row inside one
+    /// multi-row statement), so that PostgreSQL sees the changes in order.
+    pub one_by_one: bool,
 }
 
 impl Database {
@@ -245,12 +267,21 @@ impl Database {
     /// user (see [`domain::fold_changes`]), and advances the group's offsets of
     /// the partitions it covers, in one transaction: either all of it lands or
     /// none. [`StoreError::Fenced`] when a partition's offset moved meanwhile.
+    /// [`StoreError::Superseded`], before anything is written, when replayed
+    /// records it holds were superseded (see [`BatchWrite::replays`]).
     pub async fn apply_batch(
         &self,
         group: &str,
         advances: &[OffsetAdvance],
-        folded: &[(Uuid, Folded)],
+        write: &BatchWrite<'_>,
     ) -> Result<(), StoreError> {
+        let BatchWrite {
+            folded,
+            letters,
+            replays,
+            follow,
+            one_by_one,
+        } = *write;
         let removed: Vec<Uuid> = folded
             .iter()
             .filter(|(_, op)| matches!(op, Folded::Delete | Folded::Replace(_)))
@@ -270,6 +301,12 @@ impl Database {
             // row locks order members racing for one partition, and a fenced
             // batch (found from its answer) is rolled back whole.
             let shared: &AsyncPgConnection = conn;
+            // A replayed record's user is locked and checked first: one more
+            // round trip, only for batches that hold replays.
+            let superseded = replays::superseded(shared, replays).await?;
+            if !superseded.is_empty() {
+                return Err(StoreError::Superseded(superseded));
+            }
             let advance = offsets::advance(shared, group, advances);
             let delete = async {
                 if removed.is_empty() {
@@ -280,20 +317,36 @@ impl Database {
                     .await
             };
             let merge = async {
-                if merged.is_empty() {
-                    return Ok(Vec::new());
+                if !one_by_one {
+                    merge_many::<WrittenId>(shared, &merged, Expect::New).await?;
+                    return Ok(());
                 }
-                merge_many::<WrittenId>(shared, &merged, Expect::New).await
+                for user in &merged {
+                    merge_many::<WrittenId>(shared, std::slice::from_ref(user), Expect::New)
+                        .await?;
+                }
+                Ok::<_, StoreError>(())
             };
             let (advanced, deleted, merged) = tokio::join!(advance, delete, merge);
             advanced?;
             deleted?;
             merged?;
+            // After every change: the marks read the users' new state (only
+            // batches with dead letters or replays pay this round trip).
+            let (marked, followed) = tokio::join!(
+                replays::mark(shared, letters),
+                replays::follow(shared, follow)
+            );
+            marked?;
+            followed?;
             Ok(())
         });
         let result = self.bounded(transaction).await;
-        // A fenced batch leaves a healthy connection behind.
-        if matches!(result, Err(StoreError::Fenced { .. })) {
+        // A fenced or superseded batch leaves a healthy connection behind.
+        if matches!(
+            result,
+            Err(StoreError::Fenced { .. } | StoreError::Superseded(_))
+        ) {
             return result;
         }
         settle(conn, result)

@@ -15,6 +15,8 @@
 //!   found by splitting a batch, so the rest of it can land;
 //! - `offsets`: where each consumer group is in each partition, advanced in
 //!   the same transaction as the rows (effectively once, zombies fenced);
+//! - `replays`: dead letters' places in their users' histories, so a replayed
+//!   letter never undoes a later change;
 //! - `read`: reads of one user, pipelined on a connection per worker thread;
 //! - [`Database`]: the pool and its operations, each bounded in time;
 //! - [`metrics`]: the pool's gauges.
@@ -45,6 +47,7 @@ pub mod metrics;
 pub mod migrate;
 mod offsets;
 mod read;
+mod replays;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -56,10 +59,11 @@ use serde::Deserialize;
 use service_kit::settings::{number, seconds};
 
 pub use conditions::{Outcome, Preconditions, Versions};
-pub use database::{Database, PoolStatus};
+pub use database::{BatchWrite, Database, PoolStatus};
 pub use idempotency::{Keyed, PURGE_BATCH, StoredAnswer};
 pub use isolate::{Refusal, UserRecords};
 pub use offsets::OffsetAdvance;
+pub use replays::{LetterMark, RecordPlace};
 pub use schema::User;
 
 /// The database variables, the same in every process that embeds them (with
@@ -137,6 +141,11 @@ pub enum StoreError {
         "the stored offset of one of {partitions} moved on: the batch was applied elsewhere and is dropped"
     )]
     Fenced { partitions: String },
+    /// Replayed dead letters whose users changed since they were dead-lettered
+    /// (their original places): applying them would undo a later change. The
+    /// batch was rolled back; without them it applies.
+    #[error("{} replayed record(s) superseded by later changes of their users", .0.len())]
+    Superseded(Vec<RecordPlace>),
     /// A concurrent writer kept creating and deleting the same row.
     #[error(
         "gave up merging after {} attempts under contention",

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
@@ -52,6 +52,14 @@ impl TestDatabase {
     pub fn url_via(&self, proxy: SocketAddr) -> String {
         self.url
             .replacen(&postgres_address().to_string(), &proxy.to_string(), 1)
+    }
+
+    /// [`TestDatabase::url_via`] without TLS, for a proxy that reads the
+    /// statements.
+    pub fn url_in_clear_via(&self, proxy: SocketAddr) -> String {
+        let url = self.url_via(proxy);
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}sslmode=disable")
     }
 
     /// Applies the embedded migrations now, as the services do at start-up,
@@ -151,7 +159,8 @@ where
 /// A TCP proxy to PostgreSQL (or a broker) that a test can stop and start, to
 /// cut the server off without touching it - stopping closes every connection -
 /// or freeze and thaw, to make it stop answering while connections stay open
-/// (a network partition, a hung server).
+/// (a network partition, a hung server), or withhold the answer to one
+/// `COMMIT` that PostgreSQL carries out (an answer that comes too late).
 pub struct TcpProxy {
     pub address: SocketAddr,
     target: SocketAddr,
@@ -159,6 +168,7 @@ pub struct TcpProxy {
     frozen: tokio::sync::watch::Sender<bool>,
     accepted: Arc<AtomicUsize>,
     held: Arc<AtomicUsize>,
+    withhold_commit: Arc<AtomicBool>,
 }
 
 impl TcpProxy {
@@ -172,6 +182,7 @@ impl TcpProxy {
             frozen: tokio::sync::watch::Sender::new(false),
             accepted: Arc::default(),
             held: Arc::default(),
+            withhold_commit: Arc::default(),
         }
     }
 
@@ -184,19 +195,34 @@ impl TcpProxy {
         let frozen = self.frozen.clone();
         let accepted = self.accepted.clone();
         let held = self.held.clone();
+        let withhold_commit = self.withhold_commit.clone();
         self.task = Some(tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((inbound, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::Relaxed);
                 let frozen = frozen.clone();
                 let held = held.clone();
+                let commit = Withhold {
+                    armed: withhold_commit.clone(),
+                    answers: Arc::default(),
+                };
                 connections.spawn(async move {
                     if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
                         let (in_read, in_write) = inbound.into_split();
                         let (out_read, out_write) = outbound.into_split();
+                        let to_server = Pump {
+                            frozen: frozen.subscribe(),
+                            held: held.clone(),
+                            commit: Direction::ToServer(commit.clone()),
+                        };
+                        let to_client = Pump {
+                            frozen: frozen.subscribe(),
+                            held,
+                            commit: Direction::ToClient(commit),
+                        };
                         tokio::select! {
-                            () = pump(in_read, out_write, frozen.subscribe(), held.clone()) => {}
-                            () = pump(out_read, in_write, frozen.subscribe(), held) => {}
+                            () = to_server.run(in_read, out_write) => {}
+                            () = to_client.run(out_read, in_write) => {}
                         }
                     }
                 });
@@ -230,29 +256,75 @@ impl TcpProxy {
     pub fn thaw(&self) {
         self.frozen.send_replace(false);
     }
+
+    /// The next `COMMIT` sent through the proxy reaches PostgreSQL, which
+    /// carries it out, but nothing more reaches the client on that
+    /// connection: its answer never comes. The proxy reads the statements:
+    /// connect through it in clear (`sslmode=disable`).
+    pub fn withhold_next_commit_answer(&self) {
+        self.withhold_commit.store(true, Ordering::SeqCst);
+    }
 }
 
-/// Copies one direction, holding what it read while the proxy is frozen.
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut frozen: tokio::sync::watch::Receiver<bool>,
+/// One connection's share of [`TcpProxy::withhold_next_commit_answer`].
+#[derive(Clone)]
+struct Withhold {
+    /// The proxy's: set until one connection sends a `COMMIT`.
+    armed: Arc<AtomicBool>,
+    /// This connection's: its answers are withheld from now on.
+    answers: Arc<AtomicBool>,
+}
+
+enum Direction {
+    ToServer(Withhold),
+    ToClient(Withhold),
+}
+
+/// Copies one direction of a connection.
+struct Pump {
+    frozen: tokio::sync::watch::Receiver<bool>,
     held: Arc<AtomicUsize>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buffer = vec![0; 16 * 1024];
-    loop {
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => read,
-        };
-        if *frozen.borrow() {
-            held.fetch_add(1, Ordering::Relaxed);
-        }
-        if frozen.wait_for(|frozen| !*frozen).await.is_err()
-            || to.write_all(&buffer[..read]).await.is_err()
-        {
-            return;
+    commit: Direction,
+}
+
+impl Pump {
+    /// Copies until either side closes, holding what it read while the proxy
+    /// is frozen, and answers for good once they are withheld.
+    async fn run(
+        mut self,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buffer = vec![0; 16 * 1024];
+        loop {
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            match &self.commit {
+                Direction::ToServer(commit) => {
+                    if buffer[..read].windows(6).any(|bytes| bytes == b"COMMIT")
+                        && commit.armed.swap(false, Ordering::SeqCst)
+                    {
+                        commit.answers.store(true, Ordering::SeqCst);
+                    }
+                }
+                Direction::ToClient(commit) => {
+                    if commit.answers.load(Ordering::SeqCst) {
+                        self.held.fetch_add(1, Ordering::Relaxed);
+                        return std::future::pending().await;
+                    }
+                }
+            }
+            if *self.frozen.borrow() {
+                self.held.fetch_add(1, Ordering::Relaxed);
+            }
+            if self.frozen.wait_for(|frozen| !*frozen).await.is_err()
+                || to.write_all(&buffer[..read]).await.is_err()
+            {
+                return;
+            }
         }
     }
 }

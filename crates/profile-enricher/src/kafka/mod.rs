@@ -231,12 +231,16 @@ fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
 }
 
 /// The producer's: idempotent, `acks=all`, its buffer and its wait for an
-/// acknowledgement bounded.
+/// acknowledgement bounded. Keys are hashed with murmur2, as by Java's and
+/// kafka-python's producers (librdkafka's default is CRC32): a profile sent
+/// with `Prefer: respond-async` lands on the partition the other producers of
+/// the input topic would put its `userId` on, behind that user's earlier ones.
 fn producer_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = settings.connection.client_config();
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set(
             "message.timeout.ms",
@@ -641,5 +645,6 @@ mod tests {
         assert_eq!(config.get("message.timeout.ms"), Some("10000"));
         assert_eq!(config.get("queue.buffering.max.kbytes"), Some("4096"));
         assert_eq!(config.get("queued.max.messages.kbytes"), None);
+        assert_eq!(config.get("partitioner"), Some("murmur2_random"));
     }
 }

@@ -10,6 +10,15 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+/// The producer's `message.max.bytes` for dead letters: above anything a
+/// consumer could read (librdkafka's `receive.message.max.bytes`, 100 MB, bounds
+/// a fetch) plus the letter's headers, so the producer never refuses a letter
+/// for its size; the dead-letter topic's `max.message.bytes` decides (keep it
+/// above the source topic's: deploy/ and compose give them 2 MiB). librdkafka's
+/// own default, 1,000,000, is below Kafka's topic default (1 MiB): a record
+/// near that limit, readable, would have stopped its partition for good.
+pub const DEAD_LETTER_MAX_BYTES: u32 = 100 * 1024 * 1024;
+
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,

@@ -10,7 +10,7 @@ mod dead_letter;
 mod member;
 pub mod trace;
 
-pub use dead_letter::DeadLetters;
+pub use dead_letter::{DEAD_LETTER_MAX_BYTES, DeadLetters};
 pub use member::{MemberContext, commit};
 
 use std::fmt;
@@ -244,7 +244,10 @@ mod tests {
         let defaults = connection(&[]).unwrap();
         assert_eq!(defaults.kafka_queued_max_kbytes, DEFAULT_QUEUED_MAX_KBYTES);
         assert_eq!(kbytes(&defaults).as_deref(), Some("16384"));
-        assert_eq!(kbytes(&KafkaConnection::default()).as_deref(), Some("16384"));
+        assert_eq!(
+            kbytes(&KafkaConnection::default()).as_deref(),
+            Some("16384")
+        );
         let set = connection(&[("KAFKA_QUEUED_MAX_KBYTES", " 512 ")]).unwrap();
         assert_eq!(kbytes(&set).as_deref(), Some("512"));
         // A producer has no prefetch: librdkafka would warn about the setting.

@@ -374,6 +374,46 @@ async fn sigterm_makes_the_consumer_exit_0_within_10_seconds() {
     );
 }
 
+/// A poison record just under librdkafka's default `message.max.bytes`
+/// (1,000,000): readable, but with the letter's headers over that limit. The
+/// dead-letter producer must not refuse it, or its partition stops for good.
+#[tokio::test]
+async fn a_poison_record_near_the_size_limit_reaches_the_dlq_whole_and_its_partition_goes_on() {
+    let setup = Setup::new(1).await;
+    let consumer = setup.consumer();
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &setup.broker.bootstrap)
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    let big = vec![b'x'; 999_990];
+    let after = Uuid::new_v4();
+    let records = [
+        Record::raw("big-poison", &big),
+        Record::user(after, json!({"user_id": after, "first_name": "After"})),
+    ];
+    produce(&producer, &setup.topic, &records).await;
+
+    let letters = read_topic(&setup.broker.bootstrap, &setup.dlq_topic, 1, LANDING).await;
+    assert_eq!(letters.len(), 1, "the big poison record reached the DLQ");
+    assert_eq!(letters[0].key.as_deref(), Some(b"big-poison".as_slice()));
+    assert!(
+        letters[0].value.as_deref() == Some(big.as_slice()),
+        "its value whole"
+    );
+    assert_eq!(letters[0].header("dlq-source-offset"), Some("0"));
+    assert!(
+        eventually(LANDING, || async { setup.db.find(after).is_some() }).await,
+        "the record after it applied"
+    );
+    assert_eq!(
+        consumer
+            .counter("consumer_messages_dead_lettered_total")
+            .await,
+        1
+    );
+}
+
 #[tokio::test]
 async fn a_missing_dead_letter_topic_holds_the_poison_until_the_topic_exists() {
     let setup = Setup::without_dead_letter_topic(1).await;

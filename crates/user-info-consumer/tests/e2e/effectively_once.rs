@@ -248,6 +248,63 @@ async fn a_zombie_s_batch_is_fenced_and_never_overwrites_the_new_owner_s_newer_v
     assert_stored_offsets_are(&setup.db, &ends);
 }
 
+/// A COMMIT PostgreSQL carries out but whose answer comes after
+/// `DATABASE_QUERY_TIMEOUT`: the retry finds the offset moved by the batch
+/// itself and is fenced, which drops the record read ahead meanwhile. Kafka's
+/// fetch position is past it; nothing else is produced, so only the member's
+/// own seek back brings it again.
+#[tokio::test]
+async fn a_commit_answered_too_late_strands_nothing_read_ahead_even_with_no_more_traffic() {
+    let setup = Setup::new(1).await;
+    count_applications(&setup.db);
+    let producer = setup.broker.producer();
+    let mut proxy = TcpProxy::reserve(postgres_address());
+    proxy.start();
+    let via_proxy = setup.db.url_in_clear_via(proxy.address);
+    let consumer = setup.consumer_env(
+        &via_proxy,
+        &setup.group,
+        &[
+            ("DATABASE_QUERY_TIMEOUT", "1"),
+            ("CONSUMER_BATCH_SIZE", "1"),
+        ],
+    );
+    let mut ends = produce(&producer, &setup.topic, &distinct_users(1, "warm")).await;
+    assert!(
+        eventually(LANDING, || async {
+            consumer.counter("consumer_messages_applied_total").await >= 1
+        })
+        .await,
+        "the warm-up record was stored"
+    );
+
+    proxy.withhold_next_commit_answer();
+    // Produced together: the second is read ahead while the first's
+    // transaction runs.
+    let [late, stranded] = [Uuid::new_v4(), Uuid::new_v4()];
+    let records = [late, stranded].map(|id| Record::user(id, json!({"user_id": id})));
+    merge(&mut ends, produce(&producer, &setup.topic, &records).await);
+    assert!(
+        eventually(LANDING, || async {
+            consumer.counter("consumer_batches_fenced_total").await >= 1
+        })
+        .await,
+        "the retry of the batch whose COMMIT answer never came was fenced"
+    );
+    assert!(setup.db.find(late).is_some());
+
+    assert!(
+        eventually(LANDING, || async { setup.db.find(stranded).is_some() }).await,
+        "the record read ahead was applied with no record after it"
+    );
+    assert_eq!(
+        applied_other_than(&setup.db, 1),
+        0,
+        "every record applied once"
+    );
+    assert_stored_offsets_are(&setup.db, &ends);
+}
+
 #[tokio::test]
 async fn sigterm_with_a_silent_database_exits_within_10_s_and_the_next_member_applies_everything() {
     let setup = Setup::new(3).await;

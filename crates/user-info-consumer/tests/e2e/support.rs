@@ -184,9 +184,7 @@ fn consumer_bin() -> PathBuf {
 }
 
 impl Setup {
-    /// Runs `user-info-consumer replay-dlq <args>` to its end; returns what it
-    /// printed on stdout.
-    pub async fn replay_dlq(&self, args: &[&str]) -> String {
+    fn replay_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(consumer_bin());
         command
             .env_clear()
@@ -198,11 +196,29 @@ impl Setup {
             .env("KAFKA_GROUP_ID", &self.group)
             .arg("replay-dlq")
             .args(args);
+        command
+    }
+
+    /// Runs `user-info-consumer replay-dlq <args>` to its end; returns what it
+    /// printed on stdout.
+    pub async fn replay_dlq(&self, args: &[&str]) -> String {
+        let mut command = self.replay_command(args);
         let output = tokio::task::spawn_blocking(move || command.output().unwrap())
             .await
             .unwrap();
         assert!(output.status.success(), "replay-dlq failed: {output:?}");
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs `user-info-consumer replay-dlq <args>` expecting it to fail;
+    /// returns what it printed on stderr.
+    pub async fn replay_dlq_failing(&self, args: &[&str]) -> String {
+        let mut command = self.replay_command(args);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "replay-dlq succeeded: {output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use domain::{Folded, UserChange};
 use reqwest::Method;
 use serde_json::{Value, json};
-use user_store::Database;
+use user_store::{BatchWrite, Database};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, eventually, problem, settings, spawn_app, spawn_busy_app};
@@ -79,7 +79,14 @@ async fn get_answers_304_with_the_current_etag_and_200_once_the_consumer_changed
     let record = json!({"user_id": id, "first_name": "From Kafka"}).to_string();
     let (record_id, fields) = UserChange::from_record(record.as_bytes()).unwrap();
     store
-        .apply_batch("versions-test", &[], &[(record_id, Folded::Upsert(fields))])
+        .apply_batch(
+            "versions-test",
+            &[],
+            &BatchWrite {
+                folded: &[(record_id, Folded::Upsert(fields))],
+                ..BatchWrite::default()
+            },
+        )
         .await
         .unwrap();
 
@@ -341,7 +348,14 @@ async fn an_etag_names_a_version_only_character_for_character_on_get_and_post() 
 async fn apply_record(store: &Database, record: Value) {
     let (id, fields) = UserChange::from_record(record.to_string().as_bytes()).unwrap();
     store
-        .apply_batch("versions-test", &[], &[(id, Folded::Upsert(fields))])
+        .apply_batch(
+            "versions-test",
+            &[],
+            &BatchWrite {
+                folded: &[(id, Folded::Upsert(fields))],
+                ..BatchWrite::default()
+            },
+        )
         .await
         .unwrap();
 }
@@ -419,7 +433,14 @@ async fn a_user_created_again_after_a_delete_never_reuses_a_version() {
     // The consumer's tombstone, then a record: the version goes on from there.
     let store = consumer_store(&app).await;
     store
-        .apply_batch("versions-test", &[], &[(id, Folded::Delete)])
+        .apply_batch(
+            "versions-test",
+            &[],
+            &BatchWrite {
+                folded: &[(id, Folded::Delete)],
+                ..BatchWrite::default()
+            },
+        )
         .await
         .unwrap();
     apply_record(&store, json!({"user_id": id, "first_name": "Third life"})).await;
