@@ -145,27 +145,16 @@ impl Intake {
 /// The member's librdkafka settings: the shared ones with the prefetch bound
 /// (`KAFKA_QUEUED_MAX_KBYTES`), offsets stored by the loop and auto-committed.
 fn consumer_config(settings: &ConsumerSettings) -> ClientConfig {
-    let mut config = settings.kafka_consumer();
-    config
-        .set("group.id", &settings.kafka_group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", &settings.kafka_auto_offset_reset)
-        .set(
-            "session.timeout.ms",
-            settings.kafka_session_timeout_ms.to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            settings.kafka_heartbeat_interval_ms.to_string(),
-        )
-        .set(
-            "max.poll.interval.ms",
-            settings.kafka_max_poll_interval_ms.to_string(),
-        )
-        .set("enable.partition.eof", "false")
-        .set("statistics.interval.ms", "5000");
+    let mut config = settings.kafka.member_config(
+        &settings.kafka_group_id,
+        &settings.kafka_auto_offset_reset,
+        settings.kafka_session_timeout_ms,
+        settings.kafka_heartbeat_interval_ms,
+    );
+    config.set(
+        "max.poll.interval.ms",
+        settings.kafka_max_poll_interval_ms.to_string(),
+    );
     config
 }
 

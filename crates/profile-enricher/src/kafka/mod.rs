@@ -16,7 +16,8 @@
 //!
 //! **Failures.** An invalid profile, or one a source refuses (a 4xx other than
 //! 408/429, an answer that is not a JSON object), goes to `ENRICHER_DLQ_TOPIC`
-//! with the `dlq-*` headers. A transient failure (outage, deadline, open
+//! with the `dlq-*` headers; so does one whose answer is too large to produce
+//! ([`MAX_MESSAGE_BYTES`], or the output topic's limit). A transient failure (outage, deadline, open
 //! breaker, no slot) pauses the record's partition and tries the record again
 //! after `ENRICHER_KAFKA_RETRY_BACKOFF`, doubling up to 30 s: an outage never
 //! dead-letters nor drops a good profile. A failed produce is retried the same
@@ -88,6 +89,13 @@ pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The producer's buffer (librdkafka's `queue.buffering.max.kbytes`, 1 GiB by
 /// default): records not yet acknowledged, e.g. while the broker is away.
 pub const PRODUCER_BUFFER_KBYTES: u32 = 4096;
+/// The largest record the producer sends (librdkafka's `message.max.bytes`,
+/// 1,000,000 by default): room for a dead letter of any record the input topic
+/// holds at Kafka's default limit (1 MiB) with its headers, and for answers of
+/// several sources; below [`PRODUCER_BUFFER_KBYTES`], so a record too large
+/// is refused at once rather than waiting for room forever. An answer over it
+/// (or over the output topic's `max.message.bytes`) is dead-lettered.
+pub const MAX_MESSAGE_BYTES: u32 = 3 * 1024 * 1024;
 
 /// The Kafka side's health, for `/metrics` (never `/ready`, see the module's
 /// documentation).
@@ -210,24 +218,12 @@ type Turn = Shared<BoxFuture<'static, ()>>;
 /// The consumer's librdkafka settings: the shared ones with the prefetch bound
 /// (`KAFKA_QUEUED_MAX_KBYTES`), offsets stored by the worker and auto-committed.
 fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
-    let mut config = settings.connection.consumer_config();
-    config
-        .set("group.id", &settings.kafka_group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", &settings.kafka_auto_offset_reset)
-        .set(
-            "session.timeout.ms",
-            settings.kafka_session_timeout_ms.to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            settings.kafka_heartbeat_interval_ms.to_string(),
-        )
-        .set("enable.partition.eof", "false")
-        .set("statistics.interval.ms", "5000");
-    config
+    settings.connection.member_config(
+        &settings.kafka_group_id,
+        &settings.kafka_auto_offset_reset,
+        settings.kafka_session_timeout_ms,
+        settings.kafka_heartbeat_interval_ms,
+    )
 }
 
 /// The producer's: idempotent, `acks=all`, its buffer and its wait for an
@@ -249,7 +245,8 @@ fn producer_config(settings: &KafkaSettings) -> ClientConfig {
         .set(
             "queue.buffering.max.kbytes",
             PRODUCER_BUFFER_KBYTES.to_string(),
-        );
+        )
+        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string());
     config
 }
 
@@ -481,6 +478,7 @@ async fn enrich_record(shared: &Shared_, record: Record) {
     if waiting {
         release(shared, &record.partition);
     }
+    let mut verdict = verdict;
     let mut delay = shared.first_backoff;
     loop {
         let result = match &verdict {
@@ -529,6 +527,19 @@ async fn enrich_record(shared: &Shared_, record: Record) {
                     }
                 }
                 return;
+            }
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge))
+                if matches!(verdict, Verdict::Answer { .. }) =>
+            {
+                // Retrying cannot help: the record goes to the dead letters.
+                let bytes = match &verdict {
+                    Verdict::Answer { body, .. } => body.len(),
+                    _ => 0,
+                };
+                verdict = Verdict::DeadLetter(format!(
+                    "the answer ({bytes} bytes) is too large for the output topic \
+                     (the producer's limit: {MAX_MESSAGE_BYTES} bytes, or the topic's max.message.bytes)"
+                ));
             }
             Err(error) => {
                 shared.metrics.kafka_produce_failures.inc();
@@ -646,5 +657,6 @@ mod tests {
         assert_eq!(config.get("queue.buffering.max.kbytes"), Some("4096"));
         assert_eq!(config.get("queued.max.messages.kbytes"), None);
         assert_eq!(config.get("partitioner"), Some("murmur2_random"));
+        assert_eq!(config.get("message.max.bytes"), Some("3145728"));
     }
 }

@@ -533,6 +533,64 @@ async fn wrong_credentials_dead_letter_nothing_the_records_wait_until_the_key_wo
     );
 }
 
+/// Four sources each answering 900 KB for the user `big`: its answer (3.6 MB)
+/// is over what the producer sends. Retrying cannot help: the record is
+/// dead-lettered with the reason, and the records after it are answered.
+#[tokio::test]
+async fn an_answer_too_large_to_produce_is_dead_lettered_and_the_records_after_it_answered() {
+    let broker = Broker::start().await;
+    let topics = Topics::create(&broker, 1).await;
+    let upstream = MockServer::start().await;
+    let filler = "x".repeat(900_000);
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(move |request: &Request| {
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            if body["userId"] == "big" {
+                json_answer(json!({"blob": filler}))
+            } else {
+                json_answer(json!({"ok": true}))
+            }
+        })
+        .mount(&upstream)
+        .await;
+    let records = vec![
+        record("big", &profile("big", 30)),
+        record("after", &profile("after", 30)),
+    ];
+    produce(&broker.producer_one_per_batch(), &topics.input, &records).await;
+    let port = free_port();
+    let mut command = topics.binary(&broker, &upstream, port);
+    command
+        .env("EXTERNAL_API_URL", "")
+        .env("ENRICHMENT_SOURCES", "a,b,c,d");
+    for name in ["A", "B", "C", "D"] {
+        command
+            .env(
+                format!("SOURCE_{name}_URL"),
+                format!("{}/{name}", upstream.uri()),
+            )
+            .env(format!("SOURCE_{name}_INTO"), name.to_lowercase());
+    }
+    let process = start(command, port).await;
+
+    let dlq = broker.reader(&topics.dlq);
+    let mut letters = Vec::new();
+    read_until(&dlq, &mut letters, LONG, |letters| !letters.is_empty()).await;
+    assert_eq!(letters.len(), 1, "the record was dead-lettered");
+    assert_eq!(letters[0].key_text(), "big");
+    assert_eq!(letters[0].value, records[0].1, "the original value");
+    let reason = letters[0].header("dlq-reason").unwrap();
+    assert!(reason.contains("too large"), "{reason}");
+    let reader = broker.reader(&topics.output);
+    let mut out = Vec::new();
+    read_until(&reader, &mut out, LONG, |out| !out.is_empty()).await;
+    assert_eq!(answered_users(&out), HashSet::from(["after".to_owned()]));
+    assert_eq!(
+        metric(&process.address(), "enricher_kafka_dead_lettered_total").await,
+        1.0
+    );
+}
+
 #[tokio::test]
 async fn prefer_respond_async_answers_202_and_the_answer_appears_on_the_output_topic() {
     let broker = Broker::start().await;

@@ -198,6 +198,31 @@ impl KafkaConnection {
         );
         config
     }
+
+    /// [`consumer_config`](Self::consumer_config) for a member of `group`
+    /// that stores each partition's offset itself once the records before it
+    /// are done (auto offset store off; what it stores is committed every
+    /// second), with no partition EOF events and statistics (lag) every 5 s.
+    pub fn member_config(
+        &self,
+        group: &str,
+        auto_offset_reset: &str,
+        session_timeout_ms: u32,
+        heartbeat_interval_ms: u32,
+    ) -> ClientConfig {
+        let mut config = self.consumer_config();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", auto_offset_reset)
+            .set("session.timeout.ms", session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", heartbeat_interval_ms.to_string())
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", "5000");
+        config
+    }
 }
 
 #[cfg(test)]
