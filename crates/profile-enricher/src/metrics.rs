@@ -38,6 +38,7 @@ pub struct Metrics {
     pub kafka_records_in: IntCounter,
     pub kafka_records_out: IntCounter,
     pub kafka_dead_lettered: IntCounter,
+    pub kafka_withheld: IntCounter,
     pub kafka_paused_seconds: Counter,
     pub kafka_lag: IntGaugeVec,
     /// 1 while the consumer is in its group; a sample only in the Kafka mode.
@@ -151,6 +152,10 @@ impl Metrics {
             "enricher_kafka_dead_lettered_total",
             "Records acknowledged on ENRICHER_DLQ_TOPIC",
         )?)?;
+        let kafka_withheld = registry.register(IntCounter::new(
+            "enricher_kafka_answers_withheld_total",
+            "Records not answered by this process because their partition went to another member after they were fetched (the new owner answers them)",
+        )?)?;
         let kafka_paused_seconds = registry.register(Counter::new(
             "enricher_kafka_paused_seconds_total",
             "Seconds input partitions spent paused on transient upstream failures (summed over partitions)",
@@ -192,6 +197,7 @@ impl Metrics {
             kafka_records_in,
             kafka_records_out,
             kafka_dead_lettered,
+            kafka_withheld,
             kafka_paused_seconds,
             kafka_lag,
             kafka_in_group,

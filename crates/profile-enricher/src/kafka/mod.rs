@@ -31,6 +31,14 @@
 //! when the broker does not acknowledge the profile within [`MESSAGE_TIMEOUT`],
 //! or at once when the producer's buffer ([`PRODUCER_BUFFER_KBYTES`]) is full.
 //!
+//! **Rebalances.** A record whose partition went to another member while it
+//! was enriched is not answered here (`enricher_kafka_answers_withheld_total`):
+//! the new owner fetches it again from the stored offset, and an answer from
+//! the former owner could land after the new owner's answer to a later record
+//! of the same user. (The check runs before each produce; a rebalance during
+//! the broker's acknowledgement itself is not covered - Kafka transactions
+//! would be.)
+//!
 //! Records waiting out an outage hold their in-flight places; when every place
 //! is taken the loop stops polling, and after `max.poll.interval.ms` (5 min)
 //! librdkafka leaves the group and rejoins at the next poll: the records since
@@ -364,7 +372,7 @@ impl KafkaWorker {
                             previous.await;
                         }
                         let (partition, offset) = (record.partition.clone(), record.offset);
-                        process(&shared, record).await;
+                        process(&shared, record, generation).await;
                         drop(permit);
                         let _ = done_tx.send(Done { generation, partition, offset });
                         let _ = turn_tx.send(());
@@ -437,7 +445,7 @@ fn store(shared: &Shared_, tracker: &mut Tracker, generation: u64, done: Done) {
 /// transient failures until they pass (the task is aborted at shutdown).
 /// While traces are exported, this runs in a span that continues the record's
 /// trace, and the answer carries that span's trace context.
-async fn process(shared: &Shared_, record: Record) {
+async fn process(shared: &Shared_, record: Record, generation: u64) {
     let span = record_span(
         "enrich record",
         record.headers.as_ref(),
@@ -446,12 +454,31 @@ async fn process(shared: &Shared_, record: Record) {
         record.offset,
     );
     match span {
-        Some(span) => enrich_record(shared, record).instrument(span).await,
-        None => enrich_record(shared, record).await,
+        Some(span) => {
+            enrich_record(shared, record, generation)
+                .instrument(span)
+                .await
+        }
+        None => enrich_record(shared, record, generation).await,
     }
 }
 
-async fn enrich_record(shared: &Shared_, record: Record) {
+/// Whether this process still owns the partition a record of `generation`
+/// (the rebalance count when it was fetched) came from. After a rebalance
+/// that took it away, the new owner fetches the record again from the stored
+/// offset and answers it: an answer from here could land after the new
+/// owner's answer to a later record of the same user.
+fn still_owns(shared: &Shared_, partition: &Partition, generation: u64) -> bool {
+    if shared.consumer.context().rebalances() == generation {
+        return true;
+    }
+    shared
+        .consumer
+        .assignment()
+        .is_ok_and(|assigned| assigned.find_partition(&partition.0, partition.1).is_some())
+}
+
+async fn enrich_record(shared: &Shared_, record: Record, generation: u64) {
     let mut delay = shared.first_backoff;
     let mut waiting = false;
     let verdict = loop {
@@ -481,6 +508,16 @@ async fn enrich_record(shared: &Shared_, record: Record) {
     let mut verdict = verdict;
     let mut delay = shared.first_backoff;
     loop {
+        if !still_owns(shared, &record.partition, generation) {
+            shared.metrics.kafka_withheld.inc();
+            tracing::info!(
+                topic = record.partition.0,
+                partition = record.partition.1,
+                offset = record.offset,
+                "the partition went to another member since the record was fetched: its answer is left to the new owner"
+            );
+            return;
+        }
         let result = match &verdict {
             Verdict::Answer { key, body } => {
                 let mut out = FutureRecord::to(&shared.output_topic)

@@ -591,6 +591,78 @@ async fn an_answer_too_large_to_produce_is_dead_lettered_and_the_records_after_i
     );
 }
 
+/// Member A holds a record of each of two partitions (their first upstream
+/// call takes 30 s) when member B joins and takes one partition. A does not
+/// answer the record whose partition went to B: B fetches it again and
+/// answers it, and A's late answer could have landed after B's answer to a
+/// later record of that user.
+#[tokio::test]
+async fn a_record_whose_partition_moved_while_it_was_enriched_is_answered_by_the_new_owner_only() {
+    let broker = Broker::start().await;
+    let topics = Topics::create(&broker, 2).await;
+    let upstream = MockServer::start().await;
+    let called: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+    let seen = Arc::clone(&called);
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(move |request: &Request| {
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            let user = body["userId"].as_str().unwrap_or_default().to_owned();
+            let first = seen.lock().unwrap().insert(user);
+            let answer = json_answer(json!({"seen": true}));
+            if first {
+                answer.set_delay(Duration::from_secs(30))
+            } else {
+                answer
+            }
+        })
+        .mount(&upstream)
+        .await;
+    let producer = broker.producer();
+    for (partition, user) in [(0, "p0"), (1, "p1")] {
+        let value = serde_json::to_vec(&profile(user, 30)).unwrap();
+        let record: rdkafka::producer::FutureRecord<'_, str, [u8]> =
+            rdkafka::producer::FutureRecord::to(&topics.input)
+                .key(user)
+                .payload(value.as_slice())
+                .partition(partition);
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(error, _)| error)
+            .unwrap();
+    }
+    let port = free_port();
+    let a = start(topics.binary(&broker, &upstream, port), port).await;
+    let holding = eventually(LONG, || async { called.lock().unwrap().len() == 2 }).await;
+    assert!(holding, "A is enriching both records");
+
+    let port = free_port();
+    let b = start(topics.binary(&broker, &upstream, port), port).await;
+    let joined = eventually(LONG, || async {
+        sample(&b.address(), &in_group(&topics.group)).await == Some(1.0)
+    })
+    .await;
+    assert!(joined, "B joined the group");
+
+    let withheld = eventually(LONG, || async {
+        metric(&a.address(), "enricher_kafka_answers_withheld_total").await == 1.0
+    })
+    .await;
+    assert!(withheld, "A left the moved partition's record to B");
+    let reader = broker.reader(&topics.output);
+    let mut out = Vec::new();
+    read_until(&reader, &mut out, LONG, |out| {
+        answered_users(out).len() == 2
+    })
+    .await;
+    assert_eq!(
+        answered_users(&out),
+        HashSet::from(["p0".to_owned(), "p1".to_owned()]),
+        "both records answered"
+    );
+    assert!(metric(&b.address(), "enricher_kafka_records_out_total").await >= 1.0);
+}
+
 #[tokio::test]
 async fn prefer_respond_async_answers_202_and_the_answer_appears_on_the_output_topic() {
     let broker = Broker::start().await;
