@@ -40,6 +40,11 @@ pub struct ConsumerSettings {
     /// Most messages applied in one database transaction.
     #[serde(deserialize_with = "number")]
     pub consumer_batch_size: usize,
+    /// Most bytes (keys and values) a batch takes in - and so the read-ahead
+    /// beside it: a backlog of large records fills a batch by bytes, not by
+    /// count. A record larger than this makes a batch of its own.
+    #[serde(deserialize_with = "number")]
+    pub consumer_batch_max_bytes: usize,
     /// Longest wait, in milliseconds, for a batch to fill once it has a message.
     #[serde(deserialize_with = "number")]
     pub consumer_batch_max_wait_ms: u64,
@@ -65,6 +70,7 @@ impl FromVariables for Settings {
             ("consumer_metrics_host", "0.0.0.0"),
             ("consumer_metrics_port", "9811"),
             ("consumer_batch_size", "500"),
+            ("consumer_batch_max_bytes", "8388608"),
             ("consumer_batch_max_wait_ms", "50"),
         ];
         defaults.extend(DatabaseSettings::DEFAULTS);

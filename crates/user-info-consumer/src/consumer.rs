@@ -16,8 +16,8 @@
 //! Kafka's committed offsets follow (auto offset store off, stored after each
 //! committed transaction, committed asynchronously) for lag tooling only.
 //!
-//! Records are applied in batches (`CONSUMER_BATCH_SIZE` records or
-//! `CONSUMER_BATCH_MAX_WAIT_MS`), folded once per user in offset order so the
+//! Records are applied in batches (`CONSUMER_BATCH_SIZE` records,
+//! `CONSUMER_BATCH_MAX_BYTES` or `CONSUMER_BATCH_MAX_WAIT_MS`), folded once per user in offset order so the
 //! result equals one-by-one application. While a batch's transaction runs, the
 //! next batch's records are received and decoded (read ahead), so the database
 //! and the decoding work at once; they are applied only after it is stored.
@@ -102,12 +102,15 @@ pub struct UserConsumer {
     group: String,
     topic: String,
     batch_size: usize,
+    batch_max_bytes: usize,
     batch_wait: Duration,
 }
 
 /// The loop's own state: what was received, and where each partition stands.
 struct Intake {
     buffer: Vec<Incoming>,
+    /// The keys' and values' bytes in `buffer`.
+    buffered_bytes: usize,
     positions: HashMap<Partition, Position>,
     /// The rebalance count the buffer and positions belong to.
     generation: u64,
@@ -134,6 +137,7 @@ impl Intake {
     /// Drops the buffer (records read ahead), noting what it held.
     fn drop_buffer(&mut self) {
         let buffer = std::mem::take(&mut self.buffer);
+        self.buffered_bytes = 0;
         self.drop_unapplied(
             buffer
                 .iter()
@@ -182,6 +186,7 @@ impl UserConsumer {
             group: settings.kafka_group_id.clone(),
             topic: settings.kafka_topic.clone(),
             batch_size: settings.consumer_batch_size.max(1),
+            batch_max_bytes: settings.consumer_batch_max_bytes.max(1),
             batch_wait: settings.batch_wait(),
         })
     }
@@ -200,6 +205,7 @@ impl UserConsumer {
         });
         let mut intake = Intake {
             buffer: Vec::new(),
+            buffered_bytes: 0,
             positions: HashMap::new(),
             generation: self.consumer.context().rebalances(),
             discarding: HashSet::new(),
@@ -246,13 +252,15 @@ impl UserConsumer {
         self.take_in_for_a_batch(intake).await;
     }
 
-    /// Takes records in until the buffer holds a batch, `CONSUMER_BATCH_MAX_WAIT_MS`
+    /// Takes records in until the buffer holds a batch (`CONSUMER_BATCH_SIZE`
+    /// records or `CONSUMER_BATCH_MAX_BYTES`), `CONSUMER_BATCH_MAX_WAIT_MS`
     /// has passed or Kafka fails to deliver. Yields after each record, so that a
     /// transaction running beside it (read-ahead) sees its answers between
     /// records. Cancel-safe: what was received is already taken in.
     async fn take_in_for_a_batch(&self, intake: &mut Intake) {
         let deadline = tokio::time::Instant::now() + self.batch_wait;
-        while intake.buffer.len() < self.batch_size {
+        while intake.buffer.len() < self.batch_size && intake.buffered_bytes < self.batch_max_bytes
+        {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Ok(Ok(message)) => self.take_in(intake, &message),
                 Ok(Err(error)) => {
@@ -274,7 +282,9 @@ impl UserConsumer {
             intake.drop_unapplied([(message.topic(), message.partition(), message.offset())]);
             return;
         }
-        intake.buffer.push(Incoming::from_message(message));
+        let record = Incoming::from_message(message);
+        intake.buffered_bytes += record.size();
+        intake.buffer.push(record);
     }
 
     /// `true` when a rebalance happened since the intake was last checked; the
@@ -292,6 +302,7 @@ impl UserConsumer {
         }
         intake.generation = now;
         intake.buffer.clear();
+        intake.buffered_bytes = 0;
         intake.positions.clear();
         intake.discarding.clear();
         intake.dropped.clear();
@@ -354,6 +365,7 @@ impl UserConsumer {
         }
         let mut behind: HashSet<Partition> = HashSet::new();
         let records = std::mem::take(&mut intake.buffer);
+        intake.buffered_bytes = 0;
         let mut kept = Vec::with_capacity(records.len());
         for record in records {
             let key = record.partition_key();
@@ -701,11 +713,12 @@ impl UserConsumer {
                     }
                 }
                 // Read ahead: they come again after the seek back.
-                let (discarded, kept) = std::mem::take(&mut intake.buffer)
-                    .into_iter()
-                    .partition(|record| intake.discarding.contains(&record.partition_key()));
+                let (discarded, kept): (Vec<Incoming>, Vec<Incoming>) =
+                    std::mem::take(&mut intake.buffer)
+                        .into_iter()
+                        .partition(|record| intake.discarding.contains(&record.partition_key()));
+                intake.buffered_bytes = kept.iter().map(Incoming::size).sum();
                 intake.buffer = kept;
-                let discarded: Vec<Incoming> = discarded;
                 intake.drop_unapplied(
                     discarded
                         .iter()

@@ -92,6 +92,11 @@ impl Incoming {
         }
     }
 
+    /// Its key's and value's bytes: what it weighs in a batch.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len)
+    }
+
     /// `user_id` is the record's user, when known: a record that did not
     /// decode may still name it in its key or its value.
     fn into_dead_letter(self, reason: Reason, user_id: Option<Uuid>) -> DeadLetter {

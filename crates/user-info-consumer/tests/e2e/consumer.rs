@@ -414,6 +414,41 @@ async fn a_poison_record_near_the_size_limit_reaches_the_dlq_whole_and_its_parti
     );
 }
 
+/// A backlog of large records fills a batch by bytes, not by count: with
+/// `CONSUMER_BATCH_MAX_BYTES` under one record, every batch holds one record
+/// (the read-ahead beside it likewise), however many are waiting.
+#[tokio::test]
+async fn a_backlog_of_large_records_is_taken_in_batches_bounded_by_bytes() {
+    let setup = Setup::new(1).await;
+    let big = vec![b'x'; 300_000];
+    let records: Vec<Record> = (0..20)
+        .map(|i| Record::raw(&format!("big-{i}"), &big))
+        .collect();
+    produce(&setup.broker.producer(), &setup.topic, &records).await;
+    let consumer = setup.consumer_env(
+        &setup.db.url,
+        &setup.group,
+        &[("CONSUMER_BATCH_MAX_BYTES", "200000")],
+    );
+    assert!(
+        eventually(LANDING, || async {
+            consumer
+                .counter("consumer_messages_dead_lettered_total")
+                .await
+                == 20
+        })
+        .await,
+        "every record went its way"
+    );
+    assert_eq!(
+        consumer
+            .counter("consumer_batch_size_bucket{le=\"1\"}")
+            .await,
+        20,
+        "twenty batches of one record"
+    );
+}
+
 #[tokio::test]
 async fn a_missing_dead_letter_topic_holds_the_poison_until_the_topic_exists() {
     let setup = Setup::without_dead_letter_topic(1).await;
