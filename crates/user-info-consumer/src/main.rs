@@ -19,15 +19,16 @@ async fn main() -> anyhow::Result<ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|command| command == "replay-dlq") {
         let options = Options::parse(&args[1..]).map_err(anyhow::Error::msg)?;
-        let summary = replay::replay(&settings.consumer, &options).await?;
+        let summary = replay::replay(&settings.consumer, &settings.database, &options).await?;
         let verb = if options.dry_run {
             "would replay"
         } else {
             "replayed"
         };
         println!(
-            "replay-dlq: {} dead letters read, {verb} {}, {} left out by the filters",
-            summary.read, summary.replayed, summary.skipped
+            "replay-dlq: {} dead letters read, {verb} {}, {} left out by the filters, \
+             {} superseded (their users changed since)",
+            summary.read, summary.replayed, summary.skipped, summary.superseded
         );
         return Ok(ExitCode::SUCCESS);
     }

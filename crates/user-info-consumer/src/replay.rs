@@ -16,6 +16,14 @@
 //! passed over for good by that group (another `--group` examines them again).
 //! `--dry-run` counts what would be replayed and changes nothing.
 //!
+//! **Superseded letters.** A letter whose user changed after it was
+//! dead-lettered (HTTP or Kafka) would make the user older: reading the marks
+//! the consumer keeps (`DATABASE_URL`), the run leaves it out and counts it as
+//! superseded - in `--dry-run` too. The consumer checks again when a replay
+//! arrives, under the user's row lock, so a change made in between is still
+//! caught; without the database the run replays every selected letter and the
+//! consumer alone skips them.
+//!
 //! **Partition.** A letter goes back to the partition its record came from
 //! (`dlq-source-partition`), so it stays behind the user's earlier records and
 //! before the later ones, whatever partitioner the original producer used
@@ -33,7 +41,9 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use service_kit::error_chain;
 use service_kit::kafka::DEAD_LETTER_MAX_BYTES;
+use user_store::{DatabaseSettings, MarksReader, RecordPlace};
 
 use crate::config::ConsumerSettings;
 use crate::records::REPLAYED_SOURCE;
@@ -119,10 +129,27 @@ pub struct Summary {
     pub read: u64,
     pub replayed: u64,
     pub skipped: u64,
+    /// Letters not replayed because their users changed since they were
+    /// dead-lettered.
+    pub superseded: u64,
 }
 
 /// Replays the dead letters the options select; see the module's header.
-pub async fn replay(settings: &ConsumerSettings, options: &Options) -> anyhow::Result<Summary> {
+/// `database`: where the consumer writes, to leave out superseded letters;
+/// without it (unreachable) every selected letter is replayed and the
+/// consumer skips the superseded ones as they arrive.
+pub async fn replay(
+    settings: &ConsumerSettings,
+    database: &DatabaseSettings,
+    options: &Options,
+) -> anyhow::Result<Summary> {
+    let mut marks = match MarksReader::connect(database).await {
+        Ok(marks) => Some(marks),
+        Err(error) => {
+            tracing::warn!(error = %error_chain(&error), "cannot read the dead letters' marks: every selected letter is replayed, and the consumer skips those whose users changed since");
+            None
+        }
+    };
     let topic = settings.kafka_dlq_topic.as_str();
     let group = options
         .group
@@ -209,9 +236,37 @@ pub async fn replay(settings: &ConsumerSettings, options: &Options) -> anyhow::R
             positions.insert(partition, offset + 1);
             continue;
         }
+        let source =
+            header(&message, "dlq-source-topic").unwrap_or_else(|| settings.kafka_topic.clone());
+        // Where the record was first: its letter's mark is found by it.
+        let original_place = header(&message, "dlq-source-partition")
+            .zip(header(&message, "dlq-source-offset"))
+            .and_then(|(partition, offset)| {
+                Some(RecordPlace {
+                    topic: source.clone(),
+                    partition: partition.parse().ok()?,
+                    offset: offset.parse().ok()?,
+                })
+            });
+        if let (Some(reader), Some(place)) = (&marks, &original_place) {
+            match reader.is_superseded(place).await {
+                Ok(true) => {
+                    tracing::info!(
+                        letter = format!("{topic}/{partition}/{offset}"),
+                        "superseded: its user changed after it was dead-lettered; not replayed"
+                    );
+                    summary.superseded += 1;
+                    positions.insert(partition, offset + 1);
+                    continue;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "cannot read the dead letters' marks any more: the consumer skips superseded letters as they arrive");
+                    marks = None;
+                }
+            }
+        }
         if !options.dry_run {
-            let source = header(&message, "dlq-source-topic")
-                .unwrap_or_else(|| settings.kafka_topic.clone());
             let replayed_from = format!("{topic}/{partition}/{offset}");
             let mut headers = OwnedHeaders::new();
             if let Some(original) = message.headers() {
@@ -226,12 +281,12 @@ pub async fn replay(settings: &ConsumerSettings, options: &Options) -> anyhow::R
                 key: "dlq-replayed-from",
                 value: Some(&replayed_from),
             });
-            // Where the record was first: the consumer finds its letter's
-            // mark by it, and skips the replay if its user changed since.
-            let original_place = header(&message, "dlq-source-partition")
-                .zip(header(&message, "dlq-source-offset"))
-                .map(|(partition, offset)| format!("{source}/{partition}/{offset}"));
-            if let Some(place) = &original_place {
+            // The consumer finds the letter's mark by it, and skips the
+            // replay if its user changed since.
+            let original = original_place
+                .as_ref()
+                .map(|place| format!("{}/{}/{}", place.topic, place.partition, place.offset));
+            if let Some(place) = &original {
                 headers = headers.insert(Header {
                     key: REPLAYED_SOURCE,
                     value: Some(place),

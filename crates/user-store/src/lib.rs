@@ -63,7 +63,7 @@ pub use database::{BatchWrite, Database, PoolStatus};
 pub use idempotency::{Keyed, PURGE_BATCH, StoredAnswer};
 pub use isolate::{Refusal, UserRecords};
 pub use offsets::OffsetAdvance;
-pub use replays::{LetterMark, RecordPlace};
+pub use replays::{LetterMark, MarksReader, RecordPlace};
 pub use schema::User;
 
 /// The database variables, the same in every process that embeds them (with

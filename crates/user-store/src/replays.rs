@@ -192,3 +192,50 @@ pub(crate) async fn follow(
         .await?;
     Ok(())
 }
+
+/// A read-only look at the marks, for `replay-dlq`'s report: which letters
+/// would be skipped as superseded. The consumer checks again when the replay
+/// arrives, under the user's row lock - a change in between is still caught.
+pub struct MarksReader {
+    client: tokio_postgres::Client,
+    query_timeout: std::time::Duration,
+}
+
+impl MarksReader {
+    /// One connection to the database, within `DATABASE_CONNECT_TIMEOUT`.
+    pub async fn connect(settings: &crate::DatabaseSettings) -> Result<Self, StoreError> {
+        let connector = crate::connect::Connector::parse(&settings.url, "replay-dlq")
+            .map_err(|error| StoreError::Unavailable(error.into()))?;
+        let client = tokio::time::timeout(settings.connect_timeout, connector.connect_raw())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("no connection within the connect timeout".into())
+            })?
+            .map_err(|error| StoreError::Unavailable(error.into()))?;
+        Ok(Self {
+            client,
+            query_timeout: settings.query_timeout,
+        })
+    }
+
+    /// Whether the letter of the record first at `place` is superseded: its
+    /// user changed since (or the batch applied a later record of it). A
+    /// letter without a mark is not.
+    pub async fn is_superseded(&self, place: &RecordPlace) -> Result<bool, StoreError> {
+        let sql = format!(
+            "SELECT d.superseded OR ({STATE}) IS DISTINCT FROM (d.user_version, d.user_existed) \
+             FROM dead_letter_marks AS d \
+             LEFT JOIN user_info AS u ON u.user_id = d.user_id \
+             LEFT JOIN user_tombstones AS t ON t.user_id = d.user_id \
+             WHERE d.source_topic = $1 AND d.source_partition = $2 AND d.source_offset = $3"
+        );
+        let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&place.topic, &place.partition, &place.offset];
+        let query = self.client.query_opt(&sql, &parameters);
+        let row = tokio::time::timeout(self.query_timeout, query)
+            .await
+            .map_err(|_| StoreError::Unavailable("no answer within the query timeout".into()))?
+            .map_err(|error| StoreError::Unavailable(error.into()))?;
+        Ok(row.is_some_and(|row| row.get::<_, bool>(0)))
+    }
+}

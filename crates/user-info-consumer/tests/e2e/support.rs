@@ -185,11 +185,17 @@ fn consumer_bin() -> PathBuf {
 
 impl Setup {
     fn replay_command(&self, args: &[&str]) -> Command {
+        self.replay_command_with(&self.db.url, args)
+    }
+
+    fn replay_command_with(&self, database_url: &str, args: &[&str]) -> Command {
         let mut command = Command::new(consumer_bin());
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
+            .env("DATABASE_URL", database_url)
+            .env("DATABASE_CONNECT_TIMEOUT", "2")
             .env("KAFKA_BOOTSTRAP_SERVERS", &self.broker.bootstrap)
             .env("KAFKA_TOPIC", &self.topic)
             .env("KAFKA_DLQ_TOPIC", &self.dlq_topic)
@@ -203,6 +209,21 @@ impl Setup {
     /// printed on stdout.
     pub async fn replay_dlq(&self, args: &[&str]) -> String {
         let mut command = self.replay_command(args);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        assert!(output.status.success(), "replay-dlq failed: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Like [`Setup::replay_dlq`] with the database out of reach: every selected
+    /// letter is replayed, the consumer alone skips superseded ones.
+    pub async fn replay_dlq_without_database(&self, args: &[&str]) -> String {
+        let nowhere = format!(
+            "postgres://postgres:postgres@127.0.0.1:{}/none",
+            free_port()
+        );
+        let mut command = self.replay_command_with(&nowhere, args);
         let output = tokio::task::spawn_blocking(move || command.output().unwrap())
             .await
             .unwrap();
