@@ -173,6 +173,15 @@ impl Setup {
     }
 }
 
+/// Runs `command` to its end, asserting it succeeded; what it printed on stdout.
+async fn run_to_success(mut command: Command) -> String {
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "replay-dlq failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// The consumer binary under test: the release build when `SYSTEM_BIN_DIR` names
 /// one (as `scripts/test.sh` does), else the one cargo built for this test.
 fn consumer_bin() -> PathBuf {
@@ -208,12 +217,7 @@ impl Setup {
     /// Runs `user-info-consumer replay-dlq <args>` to its end; returns what it
     /// printed on stdout.
     pub async fn replay_dlq(&self, args: &[&str]) -> String {
-        let mut command = self.replay_command(args);
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap();
-        assert!(output.status.success(), "replay-dlq failed: {output:?}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        run_to_success(self.replay_command(args)).await
     }
 
     /// Like [`Setup::replay_dlq`] with the database out of reach: every selected
@@ -223,12 +227,7 @@ impl Setup {
             "postgres://postgres:postgres@127.0.0.1:{}/none",
             free_port()
         );
-        let mut command = self.replay_command_with(&nowhere, args);
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap();
-        assert!(output.status.success(), "replay-dlq failed: {output:?}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        run_to_success(self.replay_command_with(&nowhere, args)).await
     }
 
     /// Runs `user-info-consumer replay-dlq <args>` expecting it to fail;
