@@ -206,19 +206,22 @@ impl Batch {
         }
         // A replayed record behind a record of its user that is not a replay
         // (produced after the replay began) would undo that record's change.
-        let mut changed: HashSet<Uuid> = HashSet::new();
+        // Only batches that hold replays (rare) pay for looking.
         let mut superseded = Vec::new();
-        valid.retain(|(record, id, _)| match &record.replayed {
-            Some(place) if changed.contains(id) => {
-                superseded.push(place.clone());
-                false
-            }
-            Some(_) => true,
-            None => {
-                changed.insert(*id);
-                true
-            }
-        });
+        if valid.iter().any(|(record, _, _)| record.replayed.is_some()) {
+            let mut changed: HashSet<Uuid> = HashSet::new();
+            valid.retain(|(record, id, _)| match &record.replayed {
+                Some(place) if changed.contains(id) => {
+                    superseded.push(place.clone());
+                    false
+                }
+                Some(_) => true,
+                None => {
+                    changed.insert(*id);
+                    true
+                }
+            });
+        }
         let mut batch = Batch {
             valid,
             folded: Vec::new(),
