@@ -238,13 +238,15 @@ pub async fn replay(
         }
         let source =
             header(&message, "dlq-source-topic").unwrap_or_else(|| settings.kafka_topic.clone());
+        let source_partition = header(&message, "dlq-source-partition")
+            .and_then(|partition| partition.parse::<i32>().ok());
         // Where the record was first: its letter's mark is found by it.
-        let original_place = header(&message, "dlq-source-partition")
+        let original_place = source_partition
             .zip(header(&message, "dlq-source-offset"))
             .and_then(|(partition, offset)| {
                 Some(RecordPlace {
                     topic: source.clone(),
-                    partition: partition.parse().ok()?,
+                    partition,
                     offset: offset.parse().ok()?,
                 })
             });
@@ -308,10 +310,9 @@ pub async fn replay(
                     count
                 }
             };
-            let original = header(&message, "dlq-source-partition")
-                .and_then(|partition| partition.parse::<i32>().ok())
-                .filter(|partition| (0..count).contains(partition));
-            if let Some(original) = original {
+            if let Some(original) =
+                source_partition.filter(|partition| (0..count).contains(partition))
+            {
                 record = record.partition(original);
             }
             let sent = producer
