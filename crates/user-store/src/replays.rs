@@ -56,8 +56,26 @@ fn columns<'a>(
 }
 
 /// The user's state in SQL: its version, its tombstone's when deleted, 0 when
-/// it never existed.
-const STATE: &str = "COALESCE(u.version, t.version, 0), u.user_id IS NOT NULL";
+/// it never existed; and whether it exists. Needs [`JOIN_STATE`].
+macro_rules! state {
+    () => {
+        "COALESCE(u.version, t.version, 0), u.user_id IS NOT NULL"
+    };
+}
+const STATE: &str = state!();
+
+/// Whether the mark `d` is superseded: the batch applied a later record of
+/// its user, or the user is no longer in the state it marked. Needs
+/// [`JOIN_STATE`].
+const MOVED_ON: &str = concat!(
+    "d.superseded OR (",
+    state!(),
+    ") IS DISTINCT FROM (d.user_version, d.user_existed)"
+);
+
+/// Joins `u` and `t` to the user of `d`, for [`STATE`].
+const JOIN_STATE: &str = "LEFT JOIN user_info AS u ON u.user_id = d.user_id \
+     LEFT JOIN user_tombstones AS t ON t.user_id = d.user_id";
 
 /// Marks the batch's letters with their users' state after the batch; runs in
 /// the batch's transaction, after its changes (pipelined in that order). Also
@@ -77,11 +95,10 @@ pub(crate) async fn mark(
              WHERE created_at < now() - make_interval(days => $6)) \
          INSERT INTO dead_letter_marks AS d (source_topic, source_partition, source_offset, \
              user_id, user_version, user_existed, superseded) \
-         SELECT l.topic, l.part, l.at, l.user_id, {STATE}, l.superseded \
+         SELECT d.topic, d.part, d.at, d.user_id, {STATE}, d.superseded \
          FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::uuid[], $5::boolean[]) \
-             AS l(topic, part, at, user_id, superseded) \
-         LEFT JOIN user_info AS u ON u.user_id = l.user_id \
-         LEFT JOIN user_tombstones AS t ON t.user_id = l.user_id \
+             AS d(topic, part, at, user_id, superseded) \
+         {JOIN_STATE} \
          ON CONFLICT DO NOTHING"
     );
     diesel::sql_query(sql)
@@ -129,10 +146,8 @@ pub(crate) async fn superseded(
     let check = format!(
         "SELECT d.source_topic AS topic, d.source_partition AS part, \
              d.source_offset AS at \
-         FROM ({marked}) AS d \
-         LEFT JOIN user_info AS u ON u.user_id = d.user_id \
-         LEFT JOIN user_tombstones AS t ON t.user_id = d.user_id \
-         WHERE d.superseded OR ({STATE}) IS DISTINCT FROM (d.user_version, d.user_existed)"
+         FROM ({marked}) AS d {JOIN_STATE} \
+         WHERE {MOVED_ON}"
     );
     let lock = diesel::sql_query(lock)
         .bind::<Array<Text>, _>(&topics)
@@ -167,13 +182,10 @@ pub(crate) async fn follow(
         return Ok(());
     }
     let (topics, partitions, offsets) = columns(applied.iter());
-    let sql = "UPDATE dead_letter_marks AS later \
-         SET user_version = COALESCE( \
-                 (SELECT u.version FROM user_info AS u WHERE u.user_id = later.user_id), \
-                 (SELECT t.version FROM user_tombstones AS t WHERE t.user_id = later.user_id), \
-                 0), \
-             user_existed = EXISTS \
-                 (SELECT 1 FROM user_info AS u WHERE u.user_id = later.user_id) \
+    let sql = format!(
+        "UPDATE dead_letter_marks AS later \
+         SET (user_version, user_existed) = \
+             (SELECT {STATE} FROM (SELECT later.user_id) AS d(user_id) {JOIN_STATE}) \
          FROM unnest($1::text[], $2::integer[], $3::bigint[]) AS r(topic, part, at) \
          JOIN dead_letter_marks AS replayed ON replayed.source_topic = r.topic \
              AND replayed.source_partition = r.part AND replayed.source_offset = r.at \
@@ -183,7 +195,8 @@ pub(crate) async fn follow(
              AND later.source_offset > replayed.source_offset \
              AND NOT later.superseded \
              AND (later.user_version, later.user_existed) \
-                 = (replayed.user_version, replayed.user_existed)";
+                 = (replayed.user_version, replayed.user_existed)"
+    );
     diesel::sql_query(sql)
         .bind::<Array<Text>, _>(&topics)
         .bind::<Array<Integer>, _>(&partitions)
@@ -223,10 +236,7 @@ impl MarksReader {
     /// letter without a mark is not.
     pub async fn is_superseded(&self, place: &RecordPlace) -> Result<bool, StoreError> {
         let sql = format!(
-            "SELECT d.superseded OR ({STATE}) IS DISTINCT FROM (d.user_version, d.user_existed) \
-             FROM dead_letter_marks AS d \
-             LEFT JOIN user_info AS u ON u.user_id = d.user_id \
-             LEFT JOIN user_tombstones AS t ON t.user_id = d.user_id \
+            "SELECT {MOVED_ON} FROM dead_letter_marks AS d {JOIN_STATE} \
              WHERE d.source_topic = $1 AND d.source_partition = $2 AND d.source_offset = $3"
         );
         let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
